@@ -1,0 +1,1 @@
+"""Sub-commands of `nnunet-ext`; each module exposes `register(subparsers)`."""

@@ -1,0 +1,117 @@
+"""Weighted sums of loss terms, with deep supervision and a guard against non-finite values."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from nnunet_ext.losses.segmentation_modes import SegmentationMode, split_prediction_and_target
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when a loss (or the network output feeding it) holds NaN or Inf."""
+
+
+@dataclass(frozen=True)
+class LossTerm:
+    """A term added on top of the base loss.
+
+    ``loss`` is called as ``loss(probabilities, target, valid)`` on the foreground view of the output
+    (see :func:`~nnunet_ext.losses.segmentation_modes.split_prediction_and_target`).
+    """
+
+    name: str
+    weight: float
+    loss: nn.Module
+
+
+class CompoundLoss(nn.Module):
+    """``base(logits, target) + Σ_k weight_k · term_k(foreground view)`` for one network output.
+
+    Parameters
+    ----------
+    base : nn.Module
+        Called with nnU-Net's ``(logits, target)``, e.g. nnU-Net's own Dice+CE / Dice+BCE.
+    terms : sequence of LossTerm
+        Extra terms; a term with weight 0 is skipped (not computed).
+    mode : "softmax" or "sigmoid"
+        How to read logits and target (labels or regions).
+    ignore_label : int or None
+        The dataset's ignore label.
+
+    After each call, ``last_values`` maps ``"base"`` and every term name to its detached (unweighted)
+    value, for logging.
+    """
+
+    def __init__(self, base: nn.Module, terms: Sequence[LossTerm], mode: SegmentationMode | str,
+                 ignore_label: int | None = None):
+        super().__init__()
+        self.base = base
+        self.term_specs = tuple(terms)
+        self.term_modules = nn.ModuleList([t.loss for t in self.term_specs])
+        self.mode = SegmentationMode(mode)
+        self.ignore_label = ignore_label
+        self.last_values: dict[str, torch.Tensor] = {}
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        total = self.base(logits, target)
+        values = {"base": total.detach()}
+        active = [t for t in self.term_specs if t.weight != 0]
+        if active:
+            view = split_prediction_and_target(logits, target, self.mode, self.ignore_label)
+            for term in active:
+                value = term.loss(view.probabilities, view.target, view.valid)
+                values[term.name] = value.detach()
+                total = total + term.weight * value
+        self.last_values = values
+        return total
+
+
+class DeepSupervisedLoss(nn.Module):
+    """``Σ_i w_i · loss(output_i, target_i)`` over deep-supervision outputs, checked for NaN/Inf.
+
+    Outputs whose weight is exactly 0 are not computed (as in nnU-Net). A single tensor (no deep
+    supervision) is accepted too. If the total is not finite, a :class:`NonFiniteLossError` names the
+    first output whose logits are not finite (or says that the logits were finite and the loss itself
+    overflowed) instead of letting training continue on garbage.
+
+    Parameters
+    ----------
+    loss : nn.Module
+        Loss for one output, called as ``loss(output, target)``.
+    weights : sequence of float or None
+        One weight per output (highest resolution first); ``None`` for a single output.
+    """
+
+    def __init__(self, loss: nn.Module, weights: Sequence[float] | None = None):
+        super().__init__()
+        if weights is not None and not any(w != 0 for w in weights):
+            raise ValueError("at least one deep-supervision weight must be non-zero")
+        self.loss = loss
+        self.weights = None if weights is None else tuple(float(w) for w in weights)
+
+    def forward(self, outputs, targets) -> torch.Tensor:
+        single = torch.is_tensor(outputs)
+        if single:
+            outputs, targets = [outputs], [targets]
+        weights = (1.0,) * len(outputs) if self.weights is None else self.weights
+        if len(outputs) != len(weights) or len(targets) != len(outputs):
+            raise ValueError(f"got {len(outputs)} outputs and {len(targets)} targets for {len(weights)} weights")
+        total = sum(w * self.loss(o, t) for w, o, t in zip(weights, outputs, targets) if w != 0)
+        if not torch.isfinite(total.detach()).all():
+            raise NonFiniteLossError(_describe_non_finite(outputs, total))
+        return total
+
+
+def _describe_non_finite(outputs, total: torch.Tensor) -> str:
+    for i, output in enumerate(outputs):
+        finite = torch.isfinite(output.detach())
+        if not finite.all():
+            n_bad = int((~finite).sum())
+            return (f"loss is {total.item()} because deep-supervision output {i} (shape {tuple(output.shape)}) "
+                    f"holds {n_bad} NaN/Inf logits: the network diverged (lower the learning rate, check the "
+                    f"input intensities for NaN/Inf, or disable mixed precision)")
+    return (f"loss is {total.item()} although every network output is finite: a loss term overflowed "
+            f"(check the term weights and the target values)")

@@ -1,0 +1,1 @@
+"""postprocessing (see docs)."""

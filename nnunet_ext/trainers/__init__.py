@@ -1,0 +1,44 @@
+"""nnUNetTrainer subclasses that the stock nnU-Net commands find by name.
+
+Point nnU-Net at them with ``export nnUNet_extTrainer=$(nnunet-ext trainer-path)``; the classes that
+nnU-Net's lookup returns are the very objects importable from here.
+
+Trainers:
+    TopoTrainer   nnU-Net's Dice+CE / Dice+BCE + 0.5 · soft clDice (all modes, deep supervision)
+
+Every trainer here, and the stock ``nnUNetTrainer``, also exists in training-length variants
+``<Trainer>_<E>epochs`` and ``<Trainer>_<E>epochs_<I>iters`` (see :mod:`nnunet_ext.trainers.budget`).
+"""
+from __future__ import annotations
+
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from nnunet_ext.trainers.budget import budget_variant, parse_budget_name
+from nnunet_ext.trainers.topo_trainer import TopoTrainer
+
+#: trainers this package ships, by name (budget variants are derived from these and the stock one)
+SHIPPED_TRAINERS: dict[str, type] = {
+    "TopoTrainer": TopoTrainer,
+}
+
+#: bases that budget variants may be derived from
+_BUDGET_BASES: dict[str, type] = {**SHIPPED_TRAINERS, "nnUNetTrainer": nnUNetTrainer}
+
+__all__ = ["TopoTrainer", "SHIPPED_TRAINERS", "trainer_by_name"]
+
+
+def trainer_by_name(name: str) -> type:
+    """The trainer class called ``name``: a shipped trainer or a budget variant of one (or of the stock
+    ``nnUNetTrainer``). Raises ``AttributeError`` for anything else."""
+    if name in SHIPPED_TRAINERS:
+        return SHIPPED_TRAINERS[name]
+    parsed = parse_budget_name(name)
+    if parsed is not None and parsed[0] in _BUDGET_BASES:
+        base, epochs, iterations = parsed
+        return budget_variant(_BUDGET_BASES[base], epochs, iterations, module=__name__)
+    raise AttributeError(f"module {__name__!r} has no trainer {name!r}")
+
+
+def __getattr__(name: str) -> type:
+    # PEP 562: budget variants appear as attributes the first time they are asked for
+    return trainer_by_name(name)

@@ -1,0 +1,56 @@
+"""TopoTrainer: nnU-Net's own loss plus a soft-clDice term, in every nnU-Net mode."""
+from __future__ import annotations
+
+from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from nnunet_ext.losses import CompoundLoss, DeepSupervisedLoss, LossTerm, SoftClDiceLoss
+
+
+class TopoTrainer(nnUNetTrainer):
+    """Dice+CE (labels) or Dice+BCE (regions), exactly as nnU-Net builds it, + 0.5 · soft clDice.
+
+    The clDice term (Shit et al., CVPR 2021) is computed per foreground class (softmax training) or per
+    region (sigmoid training) and averaged over them; ignored voxels are excluded from it (see
+    :class:`~nnunet_ext.losses.SoftClDiceLoss`). With deep supervision every output that nnU-Net gives a
+    non-zero weight receives ``w_i · (DiceCE_i + 0.5 · clDice_i)``, with nnU-Net's own weights
+    ``w_i ∝ 1/2^i`` (lowest resolution 0, or 1e-6 under DDP without torch.compile, normalised to sum 1);
+    each output is compared with nnU-Net's downsampled target of that resolution.
+
+    Class attributes (override them in a subclass to make a variant):
+    ``cldice_weight`` (0.5), ``cldice_iterations`` (3 soft-skeleton erosions), ``cldice_smooth`` (1.0).
+    """
+
+    cldice_weight: float = 0.5
+    cldice_iterations: int = 3
+    cldice_smooth: float = 1.0
+
+    def _topology_terms(self) -> list[LossTerm]:
+        return [
+            LossTerm(
+                "cldice",
+                self.cldice_weight,
+                SoftClDiceLoss(
+                    iterations=self.cldice_iterations,
+                    smooth=self.cldice_smooth,
+                    batch_dice=self.configuration_manager.batch_dice,
+                ),
+            )
+        ]
+
+    def _build_loss(self):
+        # nnU-Net's own loss (Dice+CE or Dice+BCE, ignore label, DDP batch dice, compile) and its
+        # deep-supervision weights, unwrapped so the extra terms share them
+        stock = super()._build_loss()
+        if isinstance(stock, DeepSupervisionWrapper):
+            base, weights = stock.loss, stock.weight_factors
+        else:
+            base, weights = stock, None
+        label_manager = self.label_manager
+        per_output = CompoundLoss(
+            base,
+            self._topology_terms(),
+            mode="sigmoid" if label_manager.has_regions else "softmax",
+            ignore_label=label_manager.ignore_label,
+        )
+        return DeepSupervisedLoss(per_output, weights)
