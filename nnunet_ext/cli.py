@@ -13,7 +13,8 @@ import sys
 # modules that add sub-commands; each defines ``register(subparsers) -> None``
 COMMAND_MODULES = (
     "nnunet_ext.commands.setup",
-    # "nnunet_ext.commands.demo",
+    "nnunet_ext.commands.demo",
+    "nnunet_ext.commands.evaluate",
 )
 
 

@@ -20,29 +20,41 @@ def _spatial_dims(x: torch.Tensor) -> int:
     return x.ndim - 2
 
 
-def soft_erode(x: torch.Tensor) -> torch.Tensor:
-    """Soft erosion: minimum over the cross-shaped (4- / 6-) neighbourhood.
+def _pad_spatial(x: torch.Tensor, axes, value: float) -> torch.Tensor:
+    """Pad ``x`` by one voxel on both sides of each of ``axes`` with ``value``."""
+    widths = [0] * (2 * (x.ndim - 2))
+    for axis in axes:
+        position = x.ndim - 1 - axis  # F.pad lists the last axis first
+        widths[2 * position] = widths[2 * position + 1] = 1
+    return F.pad(x, widths, value=value)
 
-    Implemented as the minimum of 1D min-pools along each axis, which equals a min-pool over the
-    plus-shaped structuring element.
-    """
+
+# Erosion and dilation are built from shifted views and element-wise min/max instead of pooling:
+# identical values, but an order of magnitude faster than max_pool on the CPU and no slower on the GPU.
+
+def soft_erode(x: torch.Tensor) -> torch.Tensor:
+    """Soft erosion: minimum over the cross-shaped (4- / 6-) neighbourhood; outside the array is neutral."""
     dims = _spatial_dims(x)
-    pool = F.max_pool2d if dims == 2 else F.max_pool3d
-    eroded = None
-    for axis in range(dims):
-        kernel = [1] * dims
-        padding = [0] * dims
-        kernel[axis], padding[axis] = 3, 1
-        along_axis = -pool(-x, kernel_size=kernel, stride=1, padding=padding)
-        eroded = along_axis if eroded is None else torch.minimum(eroded, along_axis)
+    axes = range(2, 2 + dims)
+    padded = _pad_spatial(x, axes, float("inf"))
+    inner = [slice(None), slice(None)] + [slice(1, -1)] * dims
+    eroded = x
+    for axis in axes:
+        for start in (0, 2):
+            neighbour = list(inner)
+            neighbour[axis] = slice(start, start + x.shape[axis])
+            eroded = torch.minimum(eroded, padded[tuple(neighbour)])
     return eroded
 
 
 def soft_dilate(x: torch.Tensor) -> torch.Tensor:
-    """Soft dilation: maximum over the full 3×3(×3) neighbourhood."""
+    """Soft dilation: maximum over the full 3×3(×3) neighbourhood (separable: one axis at a time)."""
     dims = _spatial_dims(x)
-    pool = F.max_pool2d if dims == 2 else F.max_pool3d
-    return pool(x, kernel_size=3, stride=1, padding=1)
+    for axis in range(2, 2 + dims):
+        padded = _pad_spatial(x, [axis], float("-inf"))
+        n = x.shape[axis]
+        x = torch.maximum(torch.maximum(padded.narrow(axis, 0, n), padded.narrow(axis, 1, n)), padded.narrow(axis, 2, n))
+    return x
 
 
 def soft_open(x: torch.Tensor) -> torch.Tensor:

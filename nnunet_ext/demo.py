@@ -1,0 +1,135 @@
+"""The demo: stock nnU-Net against TopoTrainer on a synthetic MiniVess-like dataset, end to end.
+
+Everything runs through the stock nnU-Net commands (``nnUNetv2_plan_and_preprocess``,
+``nnUNetv2_train``, ``nnUNetv2_predict`` with its default mirroring TTA) in a working folder that holds
+``nnUNet_raw``, ``nnUNet_preprocessed``, ``nnUNet_results``, the predictions, the logs and the results
+table, all left in place for inspection.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from nnunet_ext.discovery import trainer_folder
+from nnunet_ext.nnunet_commands import run_nnunet
+
+DEMO_DATASET_ID = 950
+DEMO_MARKER = ".nnunet_ext_demo"
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    workdir: Path
+    device: str = "cpu"
+    epochs: int = 2
+    iterations: int = 12
+    n_train: int = 8
+    n_test: int = 3
+    shape: tuple[int, int, int] = (20, 48, 48)
+    spacing: tuple[float, float, float] = (2.0, 1.0, 1.0)  # anisotropic, as two-photon stacks are
+    seed: int = 0
+    dataset_id: int = DEMO_DATASET_ID
+    overwrite: bool = False
+
+    @property
+    def trainers(self) -> tuple[str, str]:
+        budget = f"{self.epochs}epoch{'' if self.epochs == 1 else 's'}_{self.iterations}iters"
+        return f"nnUNetTrainer_{budget}", f"TopoTrainer_{budget}"
+
+
+def _environment(workdir: Path) -> dict:
+    env = dict(os.environ)
+    env.update(
+        nnUNet_raw=str(workdir / "nnUNet_raw"),
+        nnUNet_preprocessed=str(workdir / "nnUNet_preprocessed"),
+        nnUNet_results=str(workdir / "nnUNet_results"),
+        nnUNet_extTrainer=os.pathsep.join(p for p in (str(trainer_folder()), os.environ.get("nnUNet_extTrainer")) if p),
+    )
+    env.setdefault("nnUNet_n_proc_DA", str(min(4, os.cpu_count() or 1)))
+    env.setdefault("nnUNet_compile", "false")  # compiling costs minutes, a short demo never earns them back
+    return env
+
+
+def _prepare_workdir(settings: DemoSettings) -> None:
+    workdir = settings.workdir
+    if workdir.exists() and any(workdir.iterdir()):
+        if not (workdir / DEMO_MARKER).exists():
+            raise FileExistsError(f"{workdir} exists and is not a demo folder; choose another --workdir "
+                                  f"(nothing was changed)")
+        if not settings.overwrite:
+            raise FileExistsError(f"{workdir} holds an earlier demo run; pass --overwrite to replace it or "
+                                  f"choose another --workdir (nothing was changed)")
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / DEMO_MARKER).write_text("written by nnunet-ext demo\n")
+
+
+def _step(number: int, total: int, text: str) -> float:
+    print(f"\n[{number}/{total}] {text}", flush=True)
+    return time.perf_counter()
+
+
+def run_demo(settings: DemoSettings) -> dict:
+    """Run the demo and return ``{trainer: {"dice": mean, "cldice": mean, ...}}`` (also written to
+    ``<workdir>/results.json`` and printed as a table)."""
+    from nnunet_ext.evaluation.folder import evaluate_folders
+    from nnunet_ext.synthetic import write_synthetic_dataset
+
+    settings = DemoSettings(**{**settings.__dict__, "workdir": Path(settings.workdir).resolve()})
+    workdir = settings.workdir
+    _prepare_workdir(settings)
+    env = _environment(workdir)
+    logs = workdir / "logs"
+    did = settings.dataset_id
+    total = 3 + 2 * len(settings.trainers)
+    started = time.perf_counter()
+
+    _step(1, total, f"writing a synthetic vessel dataset ({settings.n_train} training + {settings.n_test} test "
+                    f"volumes of {'x'.join(map(str, settings.shape))} voxels, spacing {settings.spacing})")
+    dataset = write_synthetic_dataset(env["nnUNet_raw"], did, "labels", name="DemoVessels",
+                                      n_train=settings.n_train, n_test=settings.n_test, shape=settings.shape,
+                                      spacing=settings.spacing, seed=settings.seed)
+    _step(2, total, "nnUNetv2_plan_and_preprocess (with nnU-Net's dataset integrity check)")
+    run_nnunet(["nnUNetv2_plan_and_preprocess", "-d", did, "-c", "3d_fullres", "--verify_dataset_integrity",
+                "-np", min(2, os.cpu_count() or 1), "-npfp", min(2, os.cpu_count() or 1)],
+               logs / "plan_and_preprocess.log", env)
+
+    step = 2
+    for trainer in settings.trainers:
+        step += 1
+        _step(step, total, f"nnUNetv2_train {did} 3d_fullres 0 -tr {trainer} -device {settings.device}")
+        run_nnunet(["nnUNetv2_train", did, "3d_fullres", 0, "-tr", trainer, "-device", settings.device],
+                   logs / f"train_{trainer}.log", env)
+        step += 1
+        _step(step, total, f"nnUNetv2_predict with mirroring TTA → predictions/{trainer}")
+        run_nnunet(["nnUNetv2_predict", "-i", dataset / "imagesTs", "-o", workdir / "predictions" / trainer,
+                    "-d", did, "-c", "3d_fullres", "-f", 0, "-tr", trainer, "-device", settings.device],
+                   logs / f"predict_{trainer}.log", env)
+
+    _step(total, total, "evaluating the test predictions (Dice, clDice) against labelsTs")
+    results = {}
+    for trainer in settings.trainers:
+        _, summary = evaluate_folders(str(workdir / "predictions" / trainer), str(dataset / "labelsTs"),
+                                      str(dataset / "dataset.json"), output_folder=str(workdir / "evaluation" / trainer),
+                                      metrics=["dice", "cldice"], n_resamples=1000, progress=False)
+        results[trainer] = {m: summary["mean_over_classes"][m] for m in ("dice", "cldice")}
+    (workdir / "results.json").write_text(json.dumps(results, indent=2))
+    print(format_table(results, settings))
+    print(f"\nDone in {time.perf_counter() - started:.0f} s. Everything is in {workdir}:")
+    print("  nnUNet_raw/ nnUNet_preprocessed/ nnUNet_results/  nnU-Net's own folders")
+    print("  predictions/<trainer>/  evaluation/<trainer>/metrics_per_case.csv  logs/  results.json")
+    return results
+
+
+def format_table(results: dict, settings: DemoSettings) -> str:
+    lines = [f"\nTest set ({settings.n_test} volumes), {settings.epochs} epochs × {settings.iterations} iterations, "
+             f"mean [95% bootstrap CI]:",
+             f"{'trainer':<36} {'Dice':>22} {'clDice':>22}"]
+    for trainer, metrics in results.items():
+        cells = [f"{m['mean']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]" for m in (metrics["dice"], metrics["cldice"])]
+        lines.append(f"{trainer:<36} {cells[0]:>22} {cells[1]:>22}")
+    return "\n".join(lines)
