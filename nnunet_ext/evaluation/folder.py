@@ -1,0 +1,229 @@
+"""Evaluate a folder of predicted segmentations against a folder of references.
+
+Classes or regions come from ``dataset.json`` (nnU-Net's label handling; the ignore label is
+excluded and its voxels are removed from both masks before any metric is computed). Images are
+read with the nnU-Net reader/writer that matches the dataset's ``file_ending``, which also
+supplies the voxel spacing in array-axis order.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import multiprocessing
+import os
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ._common import STATUSES
+from .case import case_metrics, check_metric_names
+from .stats import summarize
+
+_SPACING_RTOL = 1e-4
+
+
+def load_dataset_json(path: str) -> dict:
+    """Read ``dataset.json`` and check the keys evaluation needs."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"dataset.json not found: {path}")
+    with open(path) as f:
+        try:
+            dj = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from None
+    for key in ("labels", "file_ending"):
+        if key not in dj:
+            raise KeyError(f"{path} has no '{key}' entry, which evaluation needs")
+    return dj
+
+
+def classes_from_dataset_json(dataset_json: dict) -> List[Tuple[str, Tuple[int, ...]]]:
+    """``(name, label values)`` for every foreground class or region (ignore label excluded).
+
+    Examples
+    --------
+    >>> classes_from_dataset_json({"labels": {"background": 0, "vessel": 1}})
+    [('vessel', (1,))]
+    """
+    from nnunetv2.utilities.label_handling.label_handling import LabelManager
+
+    labels = dataset_json["labels"]
+    lm = LabelManager(labels, regions_class_order=dataset_json.get("regions_class_order"))
+    entries = lm.foreground_regions if lm.has_regions else lm.foreground_labels
+    names = {}
+    for name, value in labels.items():
+        key = tuple(int(v) for v in value) if isinstance(value, (list, tuple)) else (int(value),)
+        names.setdefault(key, name)
+    out = []
+    for e in entries:
+        key = tuple(int(v) for v in e) if isinstance(e, (list, tuple)) else (int(e),)
+        out.append((names.get(key, "_".join(map(str, key))), key))
+    if not out:
+        raise ValueError("dataset.json 'labels' defines no foreground class or region")
+    return out
+
+
+def _ignore_label(dataset_json: dict) -> Optional[int]:
+    from nnunetv2.utilities.label_handling.label_handling import LabelManager
+
+    lm = LabelManager(dataset_json["labels"], regions_class_order=dataset_json.get("regions_class_order"))
+    return lm.ignore_label if lm.has_ignore_label else None
+
+
+def _read(reader, path: str) -> Tuple[np.ndarray, Tuple[float, ...]]:
+    seg, props = reader.read_seg(path)
+    seg = np.asarray(seg)[0]
+    spacing = tuple(float(s) for s in props["spacing"])
+    if seg.ndim == 3 and seg.shape[0] == 1:  # nnU-Net stores 2D images as (1, X, Y)
+        seg, spacing = seg[0], spacing[1:]
+    return seg, spacing
+
+
+def _evaluate_case(job) -> List[Dict[str, object]]:
+    (case, pred_path, ref_path, reader_cls, classes, ignore, metrics, tolerance, percentile,
+     empty_distance) = job
+    reader = reader_cls()
+    ref, sp_ref = _read(reader, ref_path)
+    pred, sp_pred = _read(reader, pred_path)
+    if pred.shape != ref.shape:
+        raise ValueError(f"case {case}: prediction {pred_path} has shape {pred.shape}, "
+                         f"reference {ref_path} has shape {ref.shape}")
+    if not np.allclose(sp_pred, sp_ref, rtol=_SPACING_RTOL):
+        raise ValueError(f"case {case}: prediction {pred_path} has spacing {sp_pred}, "
+                         f"reference {ref_path} has spacing {sp_ref}")
+    valid = None if ignore is None else ref != ignore
+    rows = []
+    for name, values in classes:
+        p = np.isin(pred, values)
+        r = np.isin(ref, values)
+        if valid is not None:
+            p &= valid
+            r &= valid
+        res = case_metrics(p, r, sp_ref, metrics=metrics, tolerance=tolerance,
+                           percentile=percentile, empty_distance=empty_distance)
+        rows.append({"case": case, "class": name, "labels": "+".join(map(str, values)), **res})
+    return rows
+
+
+def _list_cases(pred_folder: str, ref_folder: str, file_ending: str) -> List[str]:
+    for folder, what in ((pred_folder, "prediction"), (ref_folder, "reference")):
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"{what} folder not found: {folder}")
+    refs = sorted(f for f in os.listdir(ref_folder) if f.endswith(file_ending))
+    if not refs:
+        raise FileNotFoundError(f"no '*{file_ending}' files in reference folder {ref_folder}")
+    missing = [f for f in refs if not os.path.isfile(os.path.join(pred_folder, f))]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} reference case(s) have no prediction in {pred_folder}: "
+            f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+    return refs
+
+
+def summarize_rows(rows: Sequence[Dict[str, object]], metrics: Sequence[str],
+                   confidence: float = 0.95, n_resamples: int = 10000, seed: int = 0) -> dict:
+    """Per class and metric: mean, std, median, percentile-bootstrap CI and the empty counts;
+    plus the same over the per-case mean across classes (``mean_over_classes``)."""
+    classes = list(dict.fromkeys(r["class"] for r in rows))
+    cases = list(dict.fromkeys(r["case"] for r in rows))
+    out = {"n_cases": len(cases), "confidence": confidence, "bootstrap_resamples": n_resamples,
+           "bootstrap_method": "percentile", "classes": {}, "mean_over_classes": {}}
+    table = {(r["case"], r["class"]): r for r in rows}
+    for c in classes:
+        cr = [table[(k, c)] for k in cases if (k, c) in table]
+        entry = {"empty": {s: sum(1 for r in cr if r["status"] == s) for s in STATUSES}}
+        for m in metrics:
+            entry[m] = summarize([r[m] for r in cr], confidence, n_resamples, seed)
+        out["classes"][c] = entry
+    for m in metrics:
+        per_case = [np.mean([table[(k, c)][m] for c in classes if (k, c) in table]) for k in cases]
+        out["mean_over_classes"][m] = summarize(per_case, confidence, n_resamples, seed)
+    return out
+
+
+def evaluate_folders(
+    pred_folder: str,
+    ref_folder: str,
+    dataset_json: str,
+    output_folder: Optional[str] = None,
+    metrics: Optional[Iterable[str]] = None,
+    num_processes: int = 1,
+    tolerance: float = 1.0,
+    percentile: float = 95.0,
+    empty_distance: Optional[float] = None,
+    n_resamples: int = 10000,
+    seed: int = 0,
+    progress: bool = True,
+) -> Tuple[List[Dict[str, object]], dict]:
+    """Evaluate every reference case against the prediction with the same file name.
+
+    Parameters
+    ----------
+    pred_folder, ref_folder : str
+        Folders with one segmentation file per case (``file_ending`` from ``dataset_json``).
+    dataset_json : str
+        Path of the dataset's ``dataset.json`` (labels or regions, ignore label, file ending).
+    output_folder : str, optional
+        Where ``metrics_per_case.csv`` and ``metrics_summary.json`` are written (default
+        ``pred_folder``).
+    metrics : iterable of str, optional
+        Metric names (see :data:`nnunet_ext.evaluation.METRICS`).
+    num_processes : int
+        Cases evaluated in parallel.
+    tolerance, percentile, empty_distance
+        As in :func:`nnunet_ext.evaluation.case_metrics`.
+    n_resamples, seed
+        Bootstrap settings of the summary.
+
+    Returns
+    -------
+    rows, summary
+        One dict per (case, class) and the summary dict written to JSON.
+    """
+    from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
+    from tqdm import tqdm
+
+    names = check_metric_names(metrics)
+    dj = load_dataset_json(dataset_json)
+    classes = classes_from_dataset_json(dj)
+    ignore = _ignore_label(dj)
+    fe = dj["file_ending"]
+    files = _list_cases(pred_folder, ref_folder, fe)
+    reader_cls = determine_reader_writer_from_dataset_json(dj, os.path.join(ref_folder, files[0]))
+    jobs = [(f[: -len(fe)], os.path.join(pred_folder, f), os.path.join(ref_folder, f), reader_cls,
+             classes, ignore, names, tolerance, percentile, empty_distance) for f in files]
+    rows: List[Dict[str, object]] = []
+    bar = tqdm(total=len(jobs), desc="evaluating", unit="case", disable=not progress)
+    if num_processes <= 1:
+        for job in jobs:
+            rows.extend(_evaluate_case(job))
+            bar.update()
+    else:
+        with multiprocessing.get_context("spawn").Pool(num_processes) as pool:
+            for res in pool.imap_unordered(_evaluate_case, jobs):
+                rows.extend(res)
+                bar.update()
+    bar.close()
+    order = {job[0]: i for i, job in enumerate(jobs)}
+    cls_order = {c[0]: i for i, c in enumerate(classes)}
+    rows.sort(key=lambda r: (order[r["case"]], cls_order[r["class"]]))
+    summary = summarize_rows(rows, names, n_resamples=n_resamples, seed=seed)
+    summary["settings"] = {"metrics": list(names), "nsd_tolerance": tolerance,
+                           "hd_percentile": percentile,
+                           "empty_distance": "array diagonal" if empty_distance is None else empty_distance,
+                           "ignore_label": ignore,
+                           "classes": {n: list(v) for n, v in classes}}
+    out = pred_folder if output_folder is None else output_folder
+    os.makedirs(out, exist_ok=True)
+    write_rows_csv(rows, os.path.join(out, "metrics_per_case.csv"))
+    with open(os.path.join(out, "metrics_summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    return rows, summary
+
+
+def write_rows_csv(rows: Sequence[Dict[str, object]], path: str) -> None:
+    """Write per-case rows (all with the same keys) as CSV."""
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+        w.writeheader()
+        w.writerows(rows)

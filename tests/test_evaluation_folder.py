@@ -1,0 +1,143 @@
+"""Folder evaluation, summary statistics and the `evaluate` command."""
+import argparse
+import csv
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from nnunet_ext.commands import evaluate as evaluate_command
+from nnunet_ext.evaluation import (
+    bootstrap_ci, case_metrics, dice_score, paired_bootstrap, summarize,
+)
+from nnunet_ext.evaluation.folder import classes_from_dataset_json, evaluate_folders
+
+SPACING_XYZ = (0.8, 0.5, 2.0)  # SimpleITK order; arrays are z, y, x
+
+
+def _write(path, arr):
+    img = sitk.GetImageFromArray(arr.astype(np.uint8))
+    img.SetSpacing(SPACING_XYZ)
+    sitk.WriteImage(img, str(path))
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    rng = np.random.default_rng(0)
+    pred_dir, ref_dir = tmp_path / "pred", tmp_path / "ref"
+    pred_dir.mkdir()
+    ref_dir.mkdir()
+    arrays = {}
+    for i in range(4):
+        ref = np.zeros((6, 16, 14), np.uint8)
+        ref[1:5, 3:12, 2:9] = 1
+        ref[2:4, 5:9, 4:7] = 2
+        ref[0, 0, :] = 3  # ignore label
+        pred = ref.copy()
+        pred[pred == 3] = 0
+        pred[1:5, 3:12, 8 + i % 2] = 0  # shave a slab off class 1
+        if i == 3:
+            pred[pred == 2] = 1  # class 2 missing in the prediction
+        pred[0, 0, :3] = 2  # predicted voxels under the ignore label do not count
+        _write(ref_dir / f"case_{i}.nii.gz", ref)
+        _write(pred_dir / f"case_{i}.nii.gz", pred)
+        arrays[f"case_{i}"] = (pred, ref)
+    dj = {"labels": {"background": 0, "liver": 1, "tumour": 2, "ignore": 3},
+          "file_ending": ".nii.gz", "channel_names": {"0": "CT"}, "numTraining": 4}
+    (tmp_path / "dataset.json").write_text(json.dumps(dj))
+    return tmp_path, arrays
+
+
+def test_evaluate_folders_values_and_outputs(dataset):
+    root, arrays = dataset
+    rows, summary = evaluate_folders(str(root / "pred"), str(root / "ref"),
+                                     str(root / "dataset.json"), output_folder=str(root / "out"),
+                                     n_resamples=500, progress=False)
+    assert [(r["case"], r["class"]) for r in rows[:2]] == [("case_0", "liver"), ("case_0", "tumour")]
+    spacing_zyx = SPACING_XYZ[::-1]
+    for r in rows:
+        pred, ref = arrays[r["case"]]
+        valid = ref != 3
+        lab = {"liver": 1, "tumour": 2}[r["class"]]
+        p, g = (pred == lab) & valid, (ref == lab) & valid
+        assert r["dice"] == pytest.approx(dice_score(p, g))
+        direct = case_metrics(p, g, spacing_zyx, metrics=["hd95", "nsd", "volume_ref"])
+        assert r["hd95"] == pytest.approx(direct["hd95"])
+        assert r["volume_ref"] == pytest.approx(g.sum() * np.prod(SPACING_XYZ))
+    worst = [r for r in rows if r["case"] == "case_3" and r["class"] == "tumour"][0]
+    assert worst["status"] == "pred_empty" and worst["dice"] == 0.0
+    with open(root / "out" / "metrics_per_case.csv") as f:
+        csv_rows = list(csv.DictReader(f))
+    assert len(csv_rows) == 8 and float(csv_rows[0]["dice"]) == pytest.approx(rows[0]["dice"])
+    saved = json.loads((root / "out" / "metrics_summary.json").read_text())
+    tum = saved["classes"]["tumour"]
+    assert tum["empty"]["pred_empty"] == 1 and tum["dice"]["n"] == 4
+    assert tum["dice"]["mean"] == pytest.approx(np.mean([r["dice"] for r in rows if r["class"] == "tumour"]))
+    assert tum["dice"]["ci_low"] <= tum["dice"]["mean"] <= tum["dice"]["ci_high"]
+    assert set(saved["mean_over_classes"]) == set(saved["settings"]["metrics"])
+
+
+def test_evaluate_folders_parallel_equals_serial(dataset):
+    root, _ = dataset
+    kw = dict(metrics=["dice", "cldice", "hd95"], n_resamples=200, progress=False)
+    serial, _ = evaluate_folders(str(root / "pred"), str(root / "ref"), str(root / "dataset.json"),
+                                 output_folder=str(root / "o1"), num_processes=1, **kw)
+    parallel, _ = evaluate_folders(str(root / "pred"), str(root / "ref"), str(root / "dataset.json"),
+                                   output_folder=str(root / "o2"), num_processes=2, **kw)
+    assert serial == parallel
+
+
+def test_evaluate_errors_name_the_problem(dataset):
+    root, _ = dataset
+    (root / "pred" / "case_2.nii.gz").unlink()
+    with pytest.raises(FileNotFoundError, match="case_2.nii.gz"):
+        evaluate_folders(str(root / "pred"), str(root / "ref"), str(root / "dataset.json"),
+                         progress=False)
+    (root / "bad.json").write_text(json.dumps({"labels": {"background": 0, "a": 1}}))
+    with pytest.raises(KeyError, match="file_ending"):
+        evaluate_folders(str(root / "pred"), str(root / "ref"), str(root / "bad.json"))
+
+
+def test_regions_from_dataset_json():
+    dj = {"labels": {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3],
+                     "enhancing tumor": 3}, "regions_class_order": [1, 2, 3]}
+    assert classes_from_dataset_json(dj) == [("whole tumor", (1, 2, 3)),
+                                             ("tumor core", (2, 3)), ("enhancing tumor", (3,))]
+
+
+def test_cli_registration_and_run(dataset, capsys):
+    root, _ = dataset
+    parser = argparse.ArgumentParser()
+    evaluate_command.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["evaluate", str(root / "pred"), str(root / "ref"), "-dj",
+                              str(root / "dataset.json"), "--metrics", "dice", "nsd",
+                              "-o", str(root / "cli"), "--bootstrap", "100"])
+    assert args.func(args) == 0
+    assert (root / "cli" / "metrics_summary.json").is_file()
+    assert "liver" in capsys.readouterr().out
+    args = parser.parse_args(["evaluate", str(root / "nope"), str(root / "ref"), "-dj",
+                              str(root / "dataset.json")])
+    assert args.func(args) == 1
+    assert "nope" in capsys.readouterr().err
+
+
+def test_bootstrap_statistics():
+    rng = np.random.default_rng(0)
+    v = rng.normal(0.8, 0.05, 200)
+    lo, hi = bootstrap_ci(v, n_resamples=2000)
+    se = v.std(ddof=1) / np.sqrt(v.size)
+    assert lo < v.mean() < hi
+    assert (hi - lo) == pytest.approx(2 * 1.96 * se, rel=0.15)
+    s = summarize([1.0, 2.0, 3.0, 10.0], n_resamples=500)
+    assert (s["mean"], s["median"], s["n"]) == (4.0, 2.5, 4)
+    assert s["std"] == pytest.approx(np.std([1, 2, 3, 10], ddof=1))
+    r = paired_bootstrap(v + 0.01, v, n_resamples=500)
+    assert r["mean_diff"] == pytest.approx(0.01) and r["ci_low"] == pytest.approx(0.01)
+    assert r["p_value"] == 0.0
+    noisy = paired_bootstrap(v + rng.normal(0, 0.05, 200), v, n_resamples=1000)
+    assert noisy["ci_low"] < 0 < noisy["ci_high"] and noisy["p_value"] > 0.05
+    with pytest.raises(ValueError, match="NaN"):
+        summarize([1.0, float("nan")])
+    with pytest.raises(ValueError, match="same number"):
+        paired_bootstrap([1.0, 2.0], [1.0])
