@@ -5,8 +5,8 @@ and preprocessed in a temporary folder), and run ``train_step`` on the very same
 in one process. Prints medians and the ratios TopoTrainer / nnUNetTrainer.
 
 Peak memory: on CUDA the peak allocated during a step minus what was allocated before it (so the
-resident weights of both networks do not count); on the CPU the peak resident set size of a child
-process that runs only one trainer.
+resident weights of both networks do not count); on the CPU, in a child process that runs only one
+trainer, the peak resident set size sampled during its steps minus the resident size before them.
 
     python benchmarks/bench_train_step.py                      # CPU, small volumes
     python benchmarks/bench_train_step.py --device cuda --shape 128 128 128 --repeats 30
@@ -18,7 +18,6 @@ import contextlib
 import io
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -120,6 +119,33 @@ def _time_steps(trainers: dict, batches, repeats: int, device) -> dict:
                    "peak_step_bytes": max(peaks[name]) if peaks[name] else None} for name in trainers}
 
 
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class _PeakRss:
+    """Samples this process's resident set size every millisecond while the block runs."""
+
+    def __enter__(self):
+        import threading
+
+        self.value, self._stop = _rss_bytes(), threading.Event()
+
+        def sample():
+            while not self._stop.is_set():
+                self.value = max(self.value, _rss_bytes())
+                self._stop.wait(0.001)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
 def _child_peak_rss(args, name: str) -> int:
     """Peak RSS (bytes) of a process that only builds ``name`` and runs a few steps."""
     out = subprocess.run([sys.executable, __file__, "--only", name, "--workdir", args.workdir, "--device", args.device,
@@ -150,9 +176,12 @@ def main() -> None:
     if args.only:  # child process for CPU peak memory
         trainer = _trainer(args.only, device)
         batches = _batches(trainer, 2)
-        for _ in range(args.repeats):
-            trainer.train_step(batches[0])
-        print(json.dumps({"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+        trainer.train_step(batches[0])  # first step allocates optimizer state and caches
+        before = _rss_bytes()
+        with _PeakRss() as peak:
+            for _ in range(args.repeats):
+                trainer.train_step(batches[0])
+        print(json.dumps({"peak_rss_bytes": peak.value - before}))
         return
 
     names = ["nnUNetTrainer", args.trainer]
