@@ -38,8 +38,8 @@ def _run(args) -> int:
     settings = DemoSettings(
         workdir=args.workdir,
         device=args.device,
-        epochs=args.budget or (50 if on_gpu else 2),
-        iterations=args.iterations or (250 if on_gpu else 12),
+        epochs=args.budget if args.budget is not None else (50 if on_gpu else 2),
+        iterations=args.iterations if args.iterations is not None else (250 if on_gpu else 12),
         n_train=args.cases,
         n_test=args.test_cases,
         shape=tuple(args.shape) if args.shape else ((64, 128, 128) if on_gpu else (20, 48, 48)),
