@@ -132,3 +132,17 @@ def test_invalid_arguments_are_rejected():
         SoftClDiceLoss(reduction="sum")
     with pytest.raises(ValueError, match="differ"):
         SoftClDiceLoss()(torch.zeros(1, 1, 4, 4), torch.zeros(1, 2, 4, 4))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs_give_the_float32_value(dtype):
+    rng = np.random.default_rng(7)
+    probabilities = torch.from_numpy(rng.random((2, 2, 8, 16, 16)).astype(np.float32))
+    target = torch.from_numpy((rng.random((2, 2, 8, 16, 16)) > 0.5).astype(np.float32))
+    reference = SoftClDiceLoss(batch_dice=True)(probabilities, target)
+    low = probabilities.to(dtype).requires_grad_()
+    loss = SoftClDiceLoss(batch_dice=True)(low, target.to(dtype))
+    loss.backward()
+    assert loss.dtype == torch.float32  # sums are accumulated in float32
+    assert torch.isfinite(low.grad.float()).all()
+    assert loss.item() == pytest.approx(reference.item(), abs=2e-2)
