@@ -19,12 +19,15 @@ class LossTerm:
     """A term added on top of the base loss.
 
     ``loss`` is called as ``loss(probabilities, target, valid)`` on the foreground view of the output
-    (see :func:`~nnunet_ext.losses.segmentation_modes.split_prediction_and_target`).
+    (see :func:`~nnunet_ext.losses.segmentation_modes.split_prediction_and_target`), or as
+    ``loss(probabilities, target, valid, auxiliary)`` when ``auxiliary`` names an auxiliary target
+    packed into nnU-Net's target (see :mod:`nnunet_ext.targets`).
     """
 
     name: str
     weight: float
     loss: nn.Module
+    auxiliary: str | None = None
 
 
 class CompoundLoss(nn.Module):
@@ -40,29 +43,38 @@ class CompoundLoss(nn.Module):
         How to read logits and target (labels or regions).
     ignore_label : int or None
         The dataset's ignore label.
+    target_layout : object with ``split(target) -> (segmentation, {name: auxiliary})``, optional
+        For targets that carry auxiliary channels (:class:`nnunet_ext.targets.TargetLayout`). A term
+        whose auxiliary target is absent from a batch (nnU-Net's validation batches carry none) is
+        skipped for that batch.
 
     After each call, ``last_values`` maps ``"base"`` and every term name to its detached (unweighted)
     value, for logging.
     """
 
     def __init__(self, base: nn.Module, terms: Sequence[LossTerm], mode: SegmentationMode | str,
-                 ignore_label: int | None = None):
+                 ignore_label: int | None = None, target_layout=None):
         super().__init__()
         self.base = base
         self.term_specs = tuple(terms)
         self.term_modules = nn.ModuleList([t.loss for t in self.term_specs])
         self.mode = SegmentationMode(mode)
         self.ignore_label = ignore_label
+        self.target_layout = target_layout
         self.last_values: dict[str, torch.Tensor] = {}
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        auxiliary = {}
+        if self.target_layout is not None:
+            target, auxiliary = self.target_layout.split(target)
         total = self.base(logits, target)
         values = {"base": total.detach()}
-        active = [t for t in self.term_specs if t.weight != 0]
+        active = [t for t in self.term_specs if t.weight != 0 and (t.auxiliary is None or t.auxiliary in auxiliary)]
         if active:
             view = split_prediction_and_target(logits, target, self.mode, self.ignore_label)
             for term in active:
-                value = term.loss(view.probabilities, view.target, view.valid)
+                extra = () if term.auxiliary is None else (auxiliary[term.auxiliary].to(view.probabilities.dtype),)
+                value = term.loss(view.probabilities, view.target, view.valid, *extra)
                 values[term.name] = value.detach()
                 total = total + term.weight * value
         self.last_values = values

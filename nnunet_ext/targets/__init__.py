@@ -1,0 +1,12 @@
+"""CPU-side auxiliary targets (skeletons, distance maps) that travel with nnU-Net's batches.
+
+nnU-Net's data loader carries only ``image`` and ``segmentation`` from the augmentation pipeline to the
+batch, so auxiliary targets are *packed* as extra channels behind the segmentation channels (see
+:class:`TargetLayout`), computed per patch after spatial augmentation, and downsampled for every
+deep-supervision output together with the segmentation.
+"""
+from nnunet_ext.targets.layout import AuxiliaryTarget, TargetLayout
+from nnunet_ext.targets.transforms import AppendAuxiliaryTargets, DownsamplePackedTargetsForDS, foreground_view
+
+__all__ = ["AuxiliaryTarget", "TargetLayout", "AppendAuxiliaryTargets", "DownsamplePackedTargetsForDS",
+           "foreground_view"]
