@@ -1,13 +1,11 @@
 """TopoTrainer: nnU-Net's own loss plus a soft-clDice term, in every nnU-Net mode."""
 from __future__ import annotations
 
-from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-
-from nnunet_ext.losses import CompoundLoss, DeepSupervisedLoss, LossTerm, SoftClDiceLoss
+from nnunet_ext.losses import LossTerm, SoftClDiceLoss
+from nnunet_ext.trainers.composite import CompositeLossTrainer
 
 
-class TopoTrainer(nnUNetTrainer):
+class TopoTrainer(CompositeLossTrainer):
     """Dice+CE (labels) or Dice+BCE (regions), exactly as nnU-Net builds it, + 0.5 · soft clDice.
 
     The clDice term (Shit et al., CVPR 2021) is computed per foreground class (softmax training) or per
@@ -25,7 +23,7 @@ class TopoTrainer(nnUNetTrainer):
     cldice_iterations: int = 3
     cldice_smooth: float = 1.0
 
-    def _topology_terms(self) -> list[LossTerm]:
+    def loss_terms(self) -> list[LossTerm]:
         return [
             LossTerm(
                 "cldice",
@@ -37,20 +35,3 @@ class TopoTrainer(nnUNetTrainer):
                 ),
             )
         ]
-
-    def _build_loss(self):
-        # nnU-Net's own loss (Dice+CE or Dice+BCE, ignore label, DDP batch dice, compile) and its
-        # deep-supervision weights, unwrapped so the extra terms share them
-        stock = super()._build_loss()
-        if isinstance(stock, DeepSupervisionWrapper):
-            base, weights = stock.loss, stock.weight_factors
-        else:
-            base, weights = stock, None
-        label_manager = self.label_manager
-        per_output = CompoundLoss(
-            base,
-            self._topology_terms(),
-            mode="sigmoid" if label_manager.has_regions else "softmax",
-            ignore_label=label_manager.ignore_label,
-        )
-        return DeepSupervisedLoss(per_output, weights)

@@ -1,0 +1,74 @@
+"""The shared mechanism of our trainers: nnU-Net's own loss plus weighted extra terms, and auxiliary
+targets computed in nnU-Net's augmentation workers."""
+from __future__ import annotations
+
+from typing import List, Tuple, Union
+
+import numpy as np
+from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from nnunet_ext.losses import CompoundLoss, DeepSupervisedLoss, LossTerm
+from nnunet_ext.targets import AppendAuxiliaryTargets, AuxiliaryTarget, DownsamplePackedTargetsForDS, TargetLayout
+
+
+class CompositeLossTrainer(nnUNetTrainer):
+    """Base of the loss trainers: override :meth:`loss_terms` (and :meth:`auxiliary_targets` for terms
+    that need CPU-side targets). Not meant to be trained itself: without terms it is nnUNetTrainer.
+
+    * Loss per output: nnU-Net's own loss (Dice+CE / Dice+BCE, ignore label, batch Dice, DDP) + Σ wₖ·termₖ;
+      deep supervision with nnU-Net's own weights, every weighted output gets every term.
+    * Auxiliary targets are computed per patch after spatial augmentation (and region conversion), packed
+      behind the segmentation channels, and downsampled for every deep-supervision output (see
+      :mod:`nnunet_ext.targets`). nnU-Net's validation batches carry none, so terms that need them are
+      left out of the validation loss; nnU-Net's pseudo-Dice is unaffected.
+    """
+
+    def loss_terms(self) -> List[LossTerm]:
+        return []
+
+    def auxiliary_targets(self) -> Tuple[AuxiliaryTarget, ...]:
+        return ()
+
+    def target_layout(self) -> TargetLayout:
+        lm = self.label_manager
+        if lm.has_regions:
+            n_foreground = len(lm.foreground_regions)
+            n_segmentation = n_foreground + (1 if lm.has_ignore_label else 0)
+        else:
+            n_foreground, n_segmentation = len(lm.foreground_labels), 1
+        return TargetLayout(n_segmentation, n_foreground, tuple(self.auxiliary_targets()))
+
+    def _build_loss(self):
+        # nnU-Net's own loss and deep-supervision weights, unwrapped so that our terms share the weights
+        stock = super()._build_loss()
+        if isinstance(stock, DeepSupervisionWrapper):
+            base, weights = stock.loss, stock.weight_factors
+        else:
+            base, weights = stock, None
+        layout = self.target_layout()
+        per_output = CompoundLoss(
+            base,
+            self.loss_terms(),
+            mode="sigmoid" if self.label_manager.has_regions else "softmax",
+            ignore_label=self.label_manager.ignore_label,
+            target_layout=layout if layout.auxiliary else None,
+        )
+        return DeepSupervisedLoss(per_output, weights)
+
+    def get_training_transforms(self, patch_size: Union[np.ndarray, Tuple[int]], rotation_for_DA,
+                                deep_supervision_scales: Union[List, Tuple, None], mirror_axes: Tuple[int, ...],
+                                do_dummy_2d_data_aug: bool, **kwargs):
+        layout = self.target_layout()
+        if not layout.auxiliary:
+            return nnUNetTrainer.get_training_transforms(patch_size, rotation_for_DA, deep_supervision_scales,
+                                                         mirror_axes, do_dummy_2d_data_aug, **kwargs)
+        # nnU-Net's pipeline up to (excluding) its deep-supervision downsampling, then ours
+        pipeline = nnUNetTrainer.get_training_transforms(patch_size, rotation_for_DA, None, mirror_axes,
+                                                         do_dummy_2d_data_aug, **kwargs)
+        lm = self.label_manager
+        pipeline.transforms.append(
+            AppendAuxiliaryTargets(layout, lm.has_regions, lm.ignore_label, self.configuration_manager.spacing))
+        if deep_supervision_scales is not None:
+            pipeline.transforms.append(DownsamplePackedTargetsForDS(deep_supervision_scales, layout))
+        return pipeline
