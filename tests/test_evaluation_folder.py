@@ -9,9 +9,11 @@ import SimpleITK as sitk
 
 from nnunet_ext.commands import evaluate as evaluate_command
 from nnunet_ext.evaluation import (
-    bootstrap_ci, case_metrics, dice_score, paired_bootstrap, summarize,
+    bootstrap_ci, case_metrics, cldice_score, dice_score, paired_bootstrap, summarize,
 )
-from nnunet_ext.evaluation.folder import classes_from_dataset_json, evaluate_folders
+from nnunet_ext.evaluation.folder import (
+    TOPOLOGY_METRICS, classes_from_dataset_json, evaluate_folders, write_topology_summary,
+)
 
 SPACING_XYZ = (0.8, 0.5, 2.0)  # SimpleITK order; arrays are z, y, x
 
@@ -141,3 +143,35 @@ def test_bootstrap_statistics():
         summarize([1.0, float("nan")])
     with pytest.raises(ValueError, match="same number"):
         paired_bootstrap([1.0, 2.0], [1.0])
+
+
+def test_write_topology_summary_for_one_fold(dataset):
+    root, arrays = dataset
+    val = root / "fold_0" / "validation"
+    val.mkdir(parents=True)
+    for case in ("case_1", "case_3"):  # this fold's cases; the reference folder holds all four
+        (val / f"{case}.nii.gz").write_bytes((root / "pred" / f"{case}.nii.gz").read_bytes())
+    (val / "summary.json").write_text("{}")  # written by nnU-Net, left alone
+    out = write_topology_summary(str(val), str(root / "ref"), str(root / "dataset.json"),
+                                 n_resamples=200)
+    saved = json.loads((val / "summary_topology.json").read_text())
+    assert saved == json.loads(json.dumps(out))
+    assert (val / "summary.json").read_text() == "{}"
+    assert not (val / "metrics_per_case.csv").exists()
+    cases = [e["prediction_file"].split("/")[-1] for e in saved["metric_per_case"]]
+    assert cases == ["case_1.nii.gz", "case_3.nii.gz"]
+    assert set(saved["mean"]) == {"liver", "tumour"}
+    assert set(saved["foreground_mean"]) == set(TOPOLOGY_METRICS)
+    pred, ref = arrays["case_3"]
+    valid = ref != 3
+    expect = cldice_score((pred == 1) & valid, (ref == 1) & valid)
+    liver = saved["metric_per_case"][1]["metrics"]["liver"]
+    assert liver["cldice"] == pytest.approx(expect) and liver["status"] == "ok"
+    assert saved["metric_per_case"][1]["metrics"]["tumour"]["status"] == "pred_empty"
+    mean_dice = np.mean([e["metrics"]["liver"]["dice"] for e in saved["metric_per_case"]])
+    assert saved["mean"]["liver"]["dice"] == pytest.approx(mean_dice)
+    assert saved["statistics"]["classes"]["liver"]["dice"]["n"] == 2
+    # a prediction without a reference is named
+    (val / "case_9.nii.gz").write_bytes((val / "case_1.nii.gz").read_bytes())
+    with pytest.raises(FileNotFoundError, match="case_9.nii.gz"):
+        write_topology_summary(str(val), str(root / "ref"), str(root / "dataset.json"))

@@ -1,4 +1,5 @@
-"""`nnunet-ext evaluate`: metrics of a prediction folder against a reference folder."""
+"""`nnunet-ext evaluate`: metrics of a prediction folder against a reference folder;
+`nnunet-ext compare`: a report comparing several evaluated results."""
 from __future__ import annotations
 
 
@@ -27,6 +28,7 @@ def register(subparsers) -> None:
     p.add_argument("--bootstrap", type=int, default=10000, help="bootstrap resamples (default 10000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.set_defaults(func=_run)
+    _register_compare(subparsers)
 
 
 def _run(args) -> int:
@@ -51,4 +53,60 @@ def _run(args) -> int:
     for name, entry in summary["classes"].items():
         parts = [f"{m} {entry[m]['mean']:.4f}" for m in summary["settings"]["metrics"][:4]]
         print(f"{name}: " + ", ".join(parts))
+    return 0
+
+
+def _register_compare(subparsers) -> None:
+    p = subparsers.add_parser(
+        "compare",
+        help="compare several evaluated results (trainers): Markdown report, JSON and PNG plots",
+        description="Compare results on their common cases. RESULT is a metrics_per_case.csv "
+        "written by 'nnunet-ext evaluate', a folder holding one, or an nnU-Net results folder "
+        "<Trainer>__<Plans>__<config> whose fold_*/validation folders are evaluated against "
+        "$nnUNet_preprocessed/<Dataset>/gt_segmentations (or --gt-folder) with the dataset.json "
+        "of the results folder. Writes report.md, comparison.json and PNG plots.",
+    )
+    p.add_argument("results", nargs="+", metavar="RESULT", help="results to compare")
+    p.add_argument("-o", "--output-folder", required=True, help="where to write the report")
+    p.add_argument("--names", nargs="+", default=None,
+                   help="display names, one per RESULT (default: from the paths)")
+    p.add_argument("--metrics", nargs="+", default=None,
+                   help="metrics to compare (default: all in every result, volumes excluded)")
+    p.add_argument("--worst", type=int, default=5, help="worst cases listed per metric (default 5)")
+    p.add_argument("--bootstrap", type=int, default=10000, help="bootstrap resamples (default 10000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--gt-folder", default=None,
+                   help="reference segmentations for nnU-Net results folders "
+                   "(default: $nnUNet_preprocessed/<Dataset>/gt_segmentations)")
+    p.add_argument("--recompute", action="store_true",
+                   help="evaluate nnU-Net validation folders again even if metrics exist")
+    p.add_argument("-np", "--num-processes", type=int, default=1,
+                   help="cases evaluated in parallel for nnU-Net results folders")
+    p.set_defaults(func=_run_compare)
+
+
+def _run_compare(args) -> int:
+    import os
+    import sys
+
+    from nnunet_ext.evaluation.compare import write_comparison
+
+    if args.num_processes < 1:
+        print("error: -np must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        cmp = write_comparison(
+            args.results, args.output_folder, names=args.names, metrics=args.metrics,
+            n_worst=args.worst, n_resamples=args.bootstrap, seed=args.seed,
+            plots=not args.no_plots, gt_folder=args.gt_folder, recompute=args.recompute,
+            num_processes=args.num_processes,
+        )
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for c in cmp["classes"]:
+        ranks = sorted(cmp["mean_rank"][c].items(), key=lambda kv: kv[1])
+        print(f"{c}: mean rank " + ", ".join(f"{n} {r:.2f}" for n, r in ranks))
+    print(f"report: {os.path.join(args.output_folder, 'report.md')}")
     return 0

@@ -7,11 +7,15 @@ result objects). Definitions: ``docs/metrics.md``.
 """
 from ._common import BOTH_EMPTY, OK, PRED_EMPTY, REF_EMPTY, empty_status
 from .case import DEFAULT_METRICS, METRICS, case_metrics
+from .compare import compare_results, read_metrics_csv, write_comparison
+from .folder import evaluate_folders, write_topology_summary
 from .overlap import (
     confusion_counts, dice_score, foreground_fraction, iou_score, overlap_metrics,
     precision_score, recall_score,
 )
-from .skeleton import CLDiceResult, cldice, cldice_score, skeletonize_mask
+from .skeleton import (
+    CLDiceResult, cldice, cldice_score, skeletonize_mask, skeletonize_masks, start_skeletons,
+)
 from .stats import bootstrap_ci, paired_bootstrap, summarize
 from .surface import (
     SurfaceMetrics, assd, border_mask, hausdorff_distance, hd95, masd, max_distance,
@@ -24,9 +28,12 @@ from .voi import variation_of_information
 __all__ = [
     "OK", "BOTH_EMPTY", "PRED_EMPTY", "REF_EMPTY", "empty_status",
     "METRICS", "DEFAULT_METRICS", "case_metrics",
+    "evaluate_folders", "write_topology_summary",
+    "compare_results", "read_metrics_csv", "write_comparison",
     "confusion_counts", "dice_score", "iou_score", "precision_score", "recall_score",
     "foreground_fraction", "overlap_metrics",
-    "CLDiceResult", "cldice", "cldice_score", "skeletonize_mask",
+    "CLDiceResult", "cldice", "cldice_score", "skeletonize_mask", "skeletonize_masks",
+    "start_skeletons",
     "bootstrap_ci", "summarize", "paired_bootstrap",
     "SurfaceMetrics", "surface_metrics", "surface_distances", "border_mask", "max_distance",
     "hausdorff_distance", "hd95", "assd", "masd", "normalized_surface_dice",

@@ -5,9 +5,9 @@ from typing import Dict, Iterable, Optional, Sequence
 
 import numpy as np
 
-from ._common import check_pair, check_spacing, empty_status
+from ._common import OK, check_pair, check_spacing, empty_status
 from .overlap import overlap_metrics
-from .skeleton import cldice
+from .skeleton import cldice, start_skeletons
 from .surface import surface_metrics
 from .topology import betti_numbers
 from .vesuvius import vesuvius_score
@@ -72,6 +72,9 @@ def case_metrics(
         Distance value when exactly one mask is empty (default: the array diagonal).
     connectivity : int, optional
         Foreground connectivity for Betti numbers and VOI (26 / 8 by default).
+    workers : int
+        Threads for the surface-distance queries and processes for the skeleton thinning
+        (thinning stays in this process inside a pool worker). Results do not depend on it.
 
     Returns
     -------
@@ -97,21 +100,32 @@ def case_metrics(
     voxel_volume = float(np.prod(sp))
     values["volume_pred"] = float(np.count_nonzero(p)) * voxel_volume if "volume_pred" in want else 0.0
     values["volume_ref"] = float(np.count_nonzero(r)) * voxel_volume if "volume_ref" in want else 0.0
-    if "cldice" in want:
-        values["cldice"] = cldice(p, r).value
-    if want & _SURFACE:
-        values.update({k: v for k, v in surface_metrics(
-            p, r, sp, tolerance=tolerance, percentile=percentile,
-            empty_distance=empty_distance, workers=workers).as_dict().items() if k != "status"})
-    if want & _BETTI:
-        bp = betti_numbers(p, connectivity)
-        br = betti_numbers(r, connectivity)
-        for k in range(3):
-            values[f"betti_{k}_error"] = float(abs(bp[k] - br[k])) if k < len(bp) else 0.0
-    if "voi" in want:
-        values["voi"] = variation_of_information(p, r, connectivity)["voi"]
-    if "vesuvius_score" in want:
-        values["vesuvius_score"] = vesuvius_score(p, r, sp, connectivity=connectivity)["vesuvius_score"]
+    skeletons = None
+    if "cldice" in want and out["status"] == OK:
+        # with workers > 1 the thinning runs in other processes while the metrics below are
+        # computed here
+        skeletons = start_skeletons([p, r], workers=workers)
+    try:
+        if want & _SURFACE:
+            values.update({k: v for k, v in surface_metrics(
+                p, r, sp, tolerance=tolerance, percentile=percentile,
+                empty_distance=empty_distance, workers=workers).as_dict().items() if k != "status"})
+        if want & _BETTI:
+            bp = betti_numbers(p, connectivity)
+            br = betti_numbers(r, connectivity)
+            for k in range(3):
+                values[f"betti_{k}_error"] = float(abs(bp[k] - br[k])) if k < len(bp) else 0.0
+        if "voi" in want:
+            values["voi"] = variation_of_information(p, r, connectivity)["voi"]
+        if "vesuvius_score" in want:
+            values["vesuvius_score"] = vesuvius_score(p, r, sp, connectivity=connectivity)["vesuvius_score"]
+        if "cldice" in want:
+            sk = skeletons() if skeletons is not None else (None, None)
+            values["cldice"] = cldice(p, r, pred_skeleton=sk[0], ref_skeleton=sk[1]).value
+    except BaseException:
+        if skeletons is not None:
+            skeletons(cancel=True)
+        raise
     for name in names:
         out[name] = float(values[name])
     return out

@@ -105,13 +105,25 @@ def _evaluate_case(job) -> List[Dict[str, object]]:
     return rows
 
 
-def _list_cases(pred_folder: str, ref_folder: str, file_ending: str) -> List[str]:
+def _list_cases(pred_folder: str, ref_folder: str, file_ending: str,
+                only_predicted: bool = False) -> List[str]:
     for folder, what in ((pred_folder, "prediction"), (ref_folder, "reference")):
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"{what} folder not found: {folder}")
     refs = sorted(f for f in os.listdir(ref_folder) if f.endswith(file_ending))
     if not refs:
         raise FileNotFoundError(f"no '*{file_ending}' files in reference folder {ref_folder}")
+    if only_predicted:
+        preds = sorted(f for f in os.listdir(pred_folder) if f.endswith(file_ending))
+        if not preds:
+            raise FileNotFoundError(f"no '*{file_ending}' files in prediction folder {pred_folder}")
+        ref_set = set(refs)
+        orphans = [f for f in preds if f not in ref_set]
+        if orphans:
+            raise FileNotFoundError(
+                f"{len(orphans)} prediction(s) in {pred_folder} have no reference in {ref_folder}: "
+                f"{', '.join(orphans[:5])}{' ...' if len(orphans) > 5 else ''}")
+        return preds
     missing = [f for f in refs if not os.path.isfile(os.path.join(pred_folder, f))]
     if missing:
         raise FileNotFoundError(
@@ -154,6 +166,8 @@ def evaluate_folders(
     n_resamples: int = 10000,
     seed: int = 0,
     progress: bool = True,
+    only_predicted: bool = False,
+    write: bool = True,
 ) -> Tuple[List[Dict[str, object]], dict]:
     """Evaluate every reference case against the prediction with the same file name.
 
@@ -174,6 +188,12 @@ def evaluate_folders(
         As in :func:`nnunet_ext.evaluation.case_metrics`.
     n_resamples, seed
         Bootstrap settings of the summary.
+    only_predicted : bool
+        Evaluate only the reference cases that have a prediction (e.g. one fold's validation
+        cases against all of ``gt_segmentations``); every prediction still needs a reference.
+        Default: every reference case needs a prediction.
+    write : bool
+        Write the CSV and JSON files (default); ``False`` only returns them.
 
     Returns
     -------
@@ -188,7 +208,7 @@ def evaluate_folders(
     classes = classes_from_dataset_json(dj)
     ignore = _ignore_label(dj)
     fe = dj["file_ending"]
-    files = _list_cases(pred_folder, ref_folder, fe)
+    files = _list_cases(pred_folder, ref_folder, fe, only_predicted)
     reader_cls = determine_reader_writer_from_dataset_json(dj, os.path.join(ref_folder, files[0]))
     jobs = [(f[: -len(fe)], os.path.join(pred_folder, f), os.path.join(ref_folder, f), reader_cls,
              classes, ignore, names, tolerance, percentile, empty_distance) for f in files]
@@ -213,6 +233,8 @@ def evaluate_folders(
                            "empty_distance": "array diagonal" if empty_distance is None else empty_distance,
                            "ignore_label": ignore,
                            "classes": {n: list(v) for n, v in classes}}
+    if not write:
+        return rows, summary
     out = pred_folder if output_folder is None else output_folder
     os.makedirs(out, exist_ok=True)
     write_rows_csv(rows, os.path.join(out, "metrics_per_case.csv"))
@@ -227,3 +249,68 @@ def write_rows_csv(rows: Sequence[Dict[str, object]], path: str) -> None:
         w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
         w.writeheader()
         w.writerows(rows)
+
+
+TOPOLOGY_METRICS = ("dice", "cldice", "betti_0_error", "betti_1_error", "betti_2_error", "voi")
+
+
+def write_topology_summary(
+    validation_folder: str,
+    gt_folder: str,
+    dataset_json_path: str,
+    metrics: Sequence[str] = TOPOLOGY_METRICS,
+    num_processes: int = 1,
+    n_resamples: int = 10000,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict:
+    """Write ``summary_topology.json`` beside nnU-Net's ``summary.json`` of a validation folder.
+
+    Evaluates the predictions in ``validation_folder`` (only those cases: ``gt_folder`` may hold
+    all training cases, as ``gt_segmentations`` does) with the topology-aware metrics and writes
+    a summary in the spirit of ``summary.json``: ``metric_per_case`` (prediction and reference
+    file, status and metrics per class), ``mean`` per class, ``foreground_mean`` (mean over
+    classes), plus the bootstrap statistics of :func:`summarize_rows` under ``statistics`` and the
+    ``settings``. The file is written atomically (temporary file, then renamed).
+
+    Parameters
+    ----------
+    validation_folder : str
+        ``fold_X/validation`` of an nnU-Net results folder.
+    gt_folder : str
+        Reference segmentations (``$nnUNet_preprocessed/<Dataset>/gt_segmentations``).
+    dataset_json_path : str
+        The dataset.json of the results folder.
+    metrics : sequence of str
+        Metric names (default :data:`TOPOLOGY_METRICS`).
+
+    Returns
+    -------
+    The dict written to JSON.
+    """
+    rows, stats = evaluate_folders(
+        validation_folder, gt_folder, dataset_json_path, metrics=metrics,
+        num_processes=num_processes, n_resamples=n_resamples, seed=seed, progress=progress,
+        only_predicted=True, write=False)
+    names = stats["settings"]["metrics"]
+    fe = load_dataset_json(dataset_json_path)["file_ending"]
+    per_case: Dict[str, dict] = {}
+    for r in rows:
+        entry = per_case.setdefault(r["case"], {
+            "prediction_file": os.path.join(os.path.abspath(validation_folder), r["case"] + fe),
+            "reference_file": os.path.join(os.path.abspath(gt_folder), r["case"] + fe),
+            "metrics": {}})
+        entry["metrics"][r["class"]] = {"status": r["status"], **{m: r[m] for m in names}}
+    out = {
+        "metric_per_case": list(per_case.values()),
+        "mean": {c: {m: e[m]["mean"] for m in names} for c, e in stats["classes"].items()},
+        "foreground_mean": {m: stats["mean_over_classes"][m]["mean"] for m in names},
+        "statistics": stats,
+        "settings": stats.pop("settings"),
+    }
+    path = os.path.join(validation_folder, "summary_topology.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(out, f, indent=2)
+    os.replace(tmp, path)
+    return out

