@@ -62,6 +62,10 @@ def test_training_ran_through_our_trainer_and_wrote_nnunet_outputs(pipeline):
     # the final validation of nnU-Net ran on our network and produced finite Dice values
     summary = json.loads((fold / "validation" / "summary.json").read_text())
     assert np.isfinite(summary["foreground_mean"]["Dice"])
+    # our trainers add topology metrics beside nnU-Net's summary
+    topology = json.loads((fold / "validation" / "summary_topology.json").read_text())
+    assert {"dice", "cldice", "betti_0_error"} <= set(topology["foreground_mean"])
+    assert topology["foreground_mean"]["dice"] == pytest.approx(summary["foreground_mean"]["Dice"], abs=1e-6)
 
 
 def test_predictions_have_the_reference_geometry_and_valid_labels(pipeline):

@@ -24,6 +24,25 @@ class CompositeLossTrainer(nnUNetTrainer):
       left out of the validation loss; nnU-Net's pseudo-Dice is unaffected.
     """
 
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        """nnU-Net's final validation, then ``summary_topology.json`` (Dice, clDice, Betti errors, VOI
+        per case and class, with bootstrap statistics) beside nnU-Net's ``summary.json``."""
+        super().perform_actual_validation(save_probabilities)
+        if self.local_rank != 0:
+            return
+        from os.path import join
+
+        from nnunet_ext.evaluation.folder import write_topology_summary
+
+        validation_folder = join(self.output_folder, "validation")
+        try:
+            write_topology_summary(validation_folder, join(self.preprocessed_dataset_folder_base, "gt_segmentations"),
+                                   join(self.output_folder_base, "dataset.json"), n_resamples=1000)
+        except Exception as error:  # the stock results are complete; say what is missing instead of dying
+            self.print_to_log_file(f"summary_topology.json was not written: {type(error).__name__}: {error}")
+        else:
+            self.print_to_log_file(f"topology metrics written to {join(validation_folder, 'summary_topology.json')}")
+
     def loss_terms(self) -> List[LossTerm]:
         return []
 
