@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "nnunet_ext.commands.setup",
     "nnunet_ext.commands.demo",
     "nnunet_ext.commands.evaluate",
+    "nnunet_ext.commands.convert",
 )
 
 
