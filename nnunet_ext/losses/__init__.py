@@ -3,6 +3,16 @@ from nnunet_ext.losses.cldice import SoftClDiceLoss
 from nnunet_ext.losses.compound import CompoundLoss, DeepSupervisedLoss, NonFiniteLossError, LossTerm
 from nnunet_ext.losses.segmentation_modes import SegmentationMode, split_prediction_and_target
 from nnunet_ext.losses.soft_skeleton import soft_dilate, soft_erode, soft_open, soft_skeleton
+from nnunet_ext.losses.skeleton_recall import SkeletonRecallLoss
+from nnunet_ext.losses.focal import FocalLoss
+from nnunet_ext.losses.weighted_ce import WeightedCrossEntropyLoss
+from nnunet_ext.losses.weighted_dice import WeightedSoftDiceLoss
+from nnunet_ext.losses.boundary import BoundaryLoss
+from nnunet_ext.losses.hausdorff import HausdorffDTLoss
+from nnunet_ext.losses.variance import RegionVarianceLoss
+from nnunet_ext.losses.cbdice import CenterlineBoundaryDiceLoss
+from nnunet_ext.losses.auxiliary_targets import (centerline_radius_target, signed_distance_target,
+                                                 skeleton_tube_target)
 
 __all__ = [
     "SoftClDiceLoss",
@@ -16,4 +26,15 @@ __all__ = [
     "soft_erode",
     "soft_open",
     "soft_skeleton",
+    "SkeletonRecallLoss",
+    "FocalLoss",
+    "WeightedCrossEntropyLoss",
+    "WeightedSoftDiceLoss",
+    "BoundaryLoss",
+    "HausdorffDTLoss",
+    "RegionVarianceLoss",
+    "CenterlineBoundaryDiceLoss",
+    "skeleton_tube_target",
+    "signed_distance_target",
+    "centerline_radius_target",
 ]
