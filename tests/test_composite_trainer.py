@@ -81,3 +81,38 @@ def test_without_auxiliary_targets_the_pipeline_is_nnunets(tmp_path, monkeypatch
     ours = trainer.get_training_transforms(*args)
     theirs = nnUNetTrainer.get_training_transforms(*args)
     assert [type(t) for t in ours.transforms] == [type(t) for t in theirs.transforms]
+
+
+@pytest.mark.parametrize("ignore", [False, True], ids=["noignore", "ignore"])
+@pytest.mark.parametrize("mode", ["labels", "regions"])
+def test_skeleton_recall_trainer_gets_per_class_tubes_at_every_weighted_output(tmp_path, monkeypatch, mode, ignore):
+    from nnunet_ext.trainers import SkelRecallTrainer
+
+    trainer = make_trainer(tmp_path, monkeypatch, mode, ignore, "3d_fullres", cls=SkelRecallTrainer)
+    rotation, dummy_2d, _, mirror_axes = trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+    scales = trainer._get_deep_supervision_scales()
+    lm = trainer.label_manager
+    transforms = trainer.get_training_transforms(
+        trainer.configuration_manager.patch_size, rotation, scales, mirror_axes, dummy_2d,
+        use_mask_for_norm=trainer.configuration_manager.use_mask_for_norm, is_cascaded=False,
+        foreground_labels=lm.foreground_labels, regions=lm.foreground_regions if lm.has_regions else None,
+        ignore_label=lm.ignore_label)
+    patch = tuple(trainer.configuration_manager.patch_size)
+    seg = torch.zeros((1,) + patch, dtype=torch.int16)
+    seg[0, 4:12, 10:16, 5:40] = 1
+    seg[0, 6:10, 12:14, 10:30] = 2
+    if ignore:
+        seg[0, :2] = lm.ignore_label
+    targets = transforms(image=torch.randn((1,) + patch), segmentation=seg)["segmentation"]
+    layout = trainer.target_layout()
+    _, aux = layout.split(targets[0][None])
+    tubes = aux["skeleton_tube"][0]
+    assert tubes.shape[0] == layout.n_foreground and all(tubes[c].sum() > 0 for c in range(layout.n_foreground))
+    loss = trainer._build_loss()
+    batch = [torch.stack([t, t]) for t in targets]
+    logits = [torch.zeros((2, lm.num_segmentation_heads) + tuple(t.shape[2:]), requires_grad=True) for t in batch]
+    value = loss(logits, batch)
+    value.backward()
+    assert torch.isfinite(value) and set(loss.loss.last_values) == {"base", "skeleton_recall"}
+    for w, output in zip(loss.weights, logits):
+        assert (output.grad is not None and bool(output.grad.abs().sum() > 0)) == (w != 0)

@@ -4,7 +4,8 @@ Point nnU-Net at them with ``export nnUNet_extTrainer=$(nnunet-ext trainer-path)
 nnU-Net's lookup returns are the very objects importable from here.
 
 Trainers:
-    TopoTrainer   nnU-Net's Dice+CE / Dice+BCE + 0.5 · soft clDice (all modes, deep supervision)
+    TopoTrainer         nnU-Net's Dice+CE / Dice+BCE + 0.5 · soft clDice (all modes, deep supervision)
+    SkelRecallTrainer   nnU-Net's Dice+CE / Dice+BCE + 1 · Skeleton Recall on CPU-computed skeleton tubes
 
 Every trainer here, and the stock ``nnUNetTrainer``, also exists in training-length variants
 ``<Trainer>_<E>epochs`` and ``<Trainer>_<E>epochs_<I>iters`` (see :mod:`nnunet_ext.trainers.budget`).
@@ -14,17 +15,19 @@ from __future__ import annotations
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_ext.trainers.budget import budget_variant, parse_budget_name
+from nnunet_ext.trainers.skeleton_recall_trainer import SkelRecallTrainer
 from nnunet_ext.trainers.topo_trainer import TopoTrainer
 
 #: trainers this package ships, by name (budget variants are derived from these and the stock one)
 SHIPPED_TRAINERS: dict[str, type] = {
     "TopoTrainer": TopoTrainer,
+    "SkelRecallTrainer": SkelRecallTrainer,
 }
 
 #: bases that budget variants may be derived from
 _BUDGET_BASES: dict[str, type] = {**SHIPPED_TRAINERS, "nnUNetTrainer": nnUNetTrainer}
 
-__all__ = ["TopoTrainer", "SHIPPED_TRAINERS", "trainer_by_name"]
+__all__ = ["TopoTrainer", "SkelRecallTrainer", "SHIPPED_TRAINERS", "trainer_by_name"]
 
 
 def trainer_by_name(name: str) -> type:
