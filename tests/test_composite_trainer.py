@@ -29,26 +29,31 @@ class AuxRecallTrainer(CompositeLossTrainer):
         return [LossTerm("recall", 1.0, SoftRecallOnAuxiliary(), auxiliary="fg")]
 
 
+def training_targets(trainer, seg: torch.Tensor):
+    """Run ``seg`` (1, *patch) through the trainer's real training transforms → list of DS targets."""
+    rotation, dummy_2d, _, mirror_axes = trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+    lm = trainer.label_manager
+    transforms = trainer.get_training_transforms(
+        trainer.configuration_manager.patch_size, rotation, trainer._get_deep_supervision_scales(), mirror_axes,
+        dummy_2d, use_mask_for_norm=trainer.configuration_manager.use_mask_for_norm, is_cascaded=False,
+        foreground_labels=lm.foreground_labels, regions=lm.foreground_regions if lm.has_regions else None,
+        ignore_label=lm.ignore_label)
+    return transforms(image=torch.randn(seg.shape), segmentation=seg)["segmentation"]
+
+
 @pytest.mark.parametrize("ignore", [False, True], ids=["noignore", "ignore"])
 @pytest.mark.parametrize("mode", ["labels", "regions"])
 def test_auxiliary_targets_travel_through_nnunets_pipeline_to_every_output(tmp_path, monkeypatch, mode, ignore):
     trainer = make_trainer(tmp_path, monkeypatch, mode, ignore, "3d_fullres", cls=AuxRecallTrainer)
-    rotation, dummy_2d, initial_patch, mirror_axes = trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
     scales = trainer._get_deep_supervision_scales()
     lm = trainer.label_manager
-    transforms = trainer.get_training_transforms(
-        trainer.configuration_manager.patch_size, rotation, scales, mirror_axes, dummy_2d,
-        use_mask_for_norm=trainer.configuration_manager.use_mask_for_norm, is_cascaded=False,
-        foreground_labels=lm.foreground_labels, regions=lm.foreground_regions if lm.has_regions else None,
-        ignore_label=lm.ignore_label)
     patch = tuple(trainer.configuration_manager.patch_size)
     seg = torch.zeros((1,) + patch, dtype=torch.int16)
     seg[0, :, 10:14, :] = 1
     seg[0, :, 11:13, 20:30] = 2
     if ignore:
         seg[0, :2] = lm.ignore_label
-    sample = transforms(image=torch.randn((1,) + patch), segmentation=seg)
-    targets = sample["segmentation"]
+    targets = training_targets(trainer, seg)
     layout = trainer.target_layout()
     assert isinstance(targets, list) and len(targets) == len(scales)
     for target, scale in zip(targets, scales):
@@ -89,21 +94,14 @@ def test_skeleton_recall_trainer_gets_per_class_tubes_at_every_weighted_output(t
     from nnunet_ext.trainers import SkelRecallTrainer
 
     trainer = make_trainer(tmp_path, monkeypatch, mode, ignore, "3d_fullres", cls=SkelRecallTrainer)
-    rotation, dummy_2d, _, mirror_axes = trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
-    scales = trainer._get_deep_supervision_scales()
     lm = trainer.label_manager
-    transforms = trainer.get_training_transforms(
-        trainer.configuration_manager.patch_size, rotation, scales, mirror_axes, dummy_2d,
-        use_mask_for_norm=trainer.configuration_manager.use_mask_for_norm, is_cascaded=False,
-        foreground_labels=lm.foreground_labels, regions=lm.foreground_regions if lm.has_regions else None,
-        ignore_label=lm.ignore_label)
     patch = tuple(trainer.configuration_manager.patch_size)
     seg = torch.zeros((1,) + patch, dtype=torch.int16)
     seg[0, 4:12, 10:16, 5:40] = 1
     seg[0, 6:10, 12:14, 10:30] = 2
     if ignore:
         seg[0, :2] = lm.ignore_label
-    targets = transforms(image=torch.randn((1,) + patch), segmentation=seg)["segmentation"]
+    targets = training_targets(trainer, seg)
     layout = trainer.target_layout()
     _, aux = layout.split(targets[0][None])
     tubes = aux["skeleton_tube"][0]
