@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nnunet_ext.losses._common import accumulation_dtype, detach_ignored
 from nnunet_ext.losses.distributed import all_gather_sum
 from nnunet_ext.losses.soft_skeleton import soft_skeleton
 
@@ -72,13 +73,12 @@ class SoftClDiceLoss(nn.Module):
             skeleton_target = soft_skeleton(target, self.iterations)
             if weight is not None:
                 skeleton_target = skeleton_target * weight
-        if valid is not None:
-            probabilities = torch.where(valid, probabilities, probabilities.detach())
+        probabilities = detach_ignored(probabilities, valid)
         skeleton_pred = soft_skeleton(probabilities, self.iterations)
         if weight is not None:
             skeleton_pred = skeleton_pred * weight
 
-        acc = torch.promote_types(probabilities.dtype, torch.float32)  # fp16/bf16 sums in fp32
+        acc = accumulation_dtype(probabilities)  # fp16/bf16 sums in fp32
         stats = torch.stack(
             [
                 (skeleton_pred * target).sum(axes, dtype=acc),
