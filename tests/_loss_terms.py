@@ -6,7 +6,7 @@ import functools
 import numpy as np
 import torch
 
-from nnunet_ext.losses.auxiliary_targets import (centerline_radius_target, signed_distance_target,
+from nnunet_ext.targets.ground_truth import (centerline_radius_target, signed_distance_target,
                                                  skeleton_tube_target)
 from nnunet_ext.losses.boundary import BoundaryLoss
 from nnunet_ext.losses.cbdice import CenterlineBoundaryDiceLoss

@@ -171,17 +171,18 @@ def test_terms_plug_into_compound_loss_with_and_without_auxiliary_targets():
 
 
 def skeleton_tube_target_default(labels, valid, spacing):
-    from nnunet_ext.losses.auxiliary_targets import skeleton_tube_target
+    from nnunet_ext.targets.ground_truth import skeleton_tube_target
     return skeleton_tube_target(labels, valid, spacing)
 
 
 def signed_distance_default(labels, valid, spacing):
-    from nnunet_ext.losses.auxiliary_targets import signed_distance_target
+    from nnunet_ext.targets.ground_truth import signed_distance_target
     return signed_distance_target(labels, valid, spacing)
 
 
-@pytest.mark.parametrize("module", ["auxiliary_targets", "skeleton_recall", "focal", "weighted_ce", "weighted_dice",
-                                    "boundary", "hausdorff", "variance", "cbdice"])
+@pytest.mark.parametrize("module", ["targets.ground_truth", "losses.skeleton_recall", "focal", "weighted_ce", "weighted_dice",
+                                    "boundary", "hausdorff", "variance", "cbdice", "schedules"])
 def test_docstring_examples(module):
-    result = doctest.testmod(importlib.import_module(f"nnunet_ext.losses.{module}"))
+    module = module if "." in module or module == "schedules" else f"losses.{module}"
+    result = doctest.testmod(importlib.import_module(f"nnunet_ext.{module}"))
     assert result.attempted > 0 and result.failed == 0

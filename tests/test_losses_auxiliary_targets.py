@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage
 from skimage.morphology import skeletonize
 
-from nnunet_ext.losses.auxiliary_targets import signed_distance_target, skeleton_tube_target
+from nnunet_ext.targets.ground_truth import signed_distance_target, skeleton_tube_target
 
 
 def _blobs(rng, shape, n_channels=2, threshold=0.45):

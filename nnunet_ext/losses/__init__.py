@@ -11,8 +11,6 @@ from nnunet_ext.losses.boundary import BoundaryLoss
 from nnunet_ext.losses.hausdorff import HausdorffDTLoss
 from nnunet_ext.losses.variance import RegionVarianceLoss
 from nnunet_ext.losses.cbdice import CenterlineBoundaryDiceLoss
-from nnunet_ext.losses.auxiliary_targets import (centerline_radius_target, signed_distance_target,
-                                                 skeleton_tube_target)
 
 __all__ = [
     "SoftClDiceLoss",
@@ -34,7 +32,4 @@ __all__ = [
     "HausdorffDTLoss",
     "RegionVarianceLoss",
     "CenterlineBoundaryDiceLoss",
-    "skeleton_tube_target",
-    "signed_distance_target",
-    "centerline_radius_target",
 ]

@@ -10,16 +10,15 @@ from torch import nn
 
 from nnunet_ext.losses._common import (accumulation_dtype, check_inputs, check_reduction, detach_ignored,
                                        valid_weight)
-from nnunet_ext.losses.auxiliary_targets import signed_distance_target
 
-__all__ = ["BoundaryLoss", "signed_distance_target"]
+__all__ = ["BoundaryLoss"]
 
 
 class BoundaryLoss(nn.Module):
     """Mean of ``p · φ`` over the valid voxels, per foreground channel.
 
     For sample b and channel c with prediction P, signed distance map φ of the ground truth (the auxiliary
-    target, from :func:`signed_distance_target`: negative inside, positive outside, physical units) and
+    target, from :func:`nnunet_ext.targets.ground_truth.signed_distance_target`: negative inside, positive outside, physical units) and
     validity mask M::
 
         loss[b, c] = Σ_v M·P·φ / max(Σ_v M, 1)
@@ -30,7 +29,7 @@ class BoundaryLoss(nn.Module):
     Values are in the unit of the spacing (mm); choose the term weight accordingly (Kervadec et al. start
     at 0.01 and raise it while lowering the region loss). Ignored voxels (φ = 0 there too) contribute
     nothing and receive no gradient; an all-ignored sample gives 0. A class without boundary in the patch
-    gets the value chosen by ``signed_distance_target(empty=...)``. No distance transform is computed here.
+    gets the value chosen by ``nnunet_ext.targets.ground_truth.signed_distance_target(empty=...)``. No distance transform is computed here.
     Products and sums are computed in float32 (or float64), so float16 inputs with distances up to the
     float16 range do not overflow.
 

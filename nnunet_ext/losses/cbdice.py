@@ -10,18 +10,17 @@ from torch import nn
 
 from nnunet_ext.losses._common import (accumulation_dtype, check_inputs, check_reduction, detach_ignored,
                                        valid_weight)
-from nnunet_ext.losses.auxiliary_targets import centerline_radius_target
 from nnunet_ext.losses.distributed import all_gather_sum
 from nnunet_ext.losses.soft_skeleton import soft_skeleton
 
-__all__ = ["CenterlineBoundaryDiceLoss", "centerline_radius_target"]
+__all__ = ["CenterlineBoundaryDiceLoss"]
 
 
 class CenterlineBoundaryDiceLoss(nn.Module):
     """``1 - cbDice`` per foreground channel, with the ground truth's radii precomputed in the data loader.
 
     With prediction P, its soft skeleton ``S_P = softskel(P)`` (as in clDice), validity mask M and the
-    auxiliary target of :func:`centerline_radius_target` — the ground truth's centreline depth ``ρ``
+    auxiliary target of :func:`nnunet_ext.targets.ground_truth.centerline_radius_target` — the ground truth's centreline depth ``ρ``
     (1 on its centreline, falling to ~0 at its boundary, 0 outside) and inverse-radius skeleton weights
     ``ω`` (``(R_max/R)^(d-1)`` on its skeleton)::
 
@@ -62,6 +61,7 @@ class CenterlineBoundaryDiceLoss(nn.Module):
 
     Examples
     --------
+    >>> from nnunet_ext.targets.ground_truth import centerline_radius_target
     >>> bar = torch.zeros(1, 1, 7, 12); bar[..., 1:6, 1:11] = 1
     >>> aux = torch.from_numpy(centerline_radius_target(bar[0].bool().numpy()))[None]
     >>> loss = CenterlineBoundaryDiceLoss()

@@ -49,7 +49,8 @@ class CompoundLoss(nn.Module):
         skipped for that batch.
 
     After each call, ``last_values`` maps ``"base"`` and every term name to its detached (unweighted)
-    value, for logging.
+    value, for logging. ``weights`` maps ``"base"`` (1 unless changed) and every term name to its current
+    weight; :meth:`set_weights` changes them between steps (loss-weight schedules).
     """
 
     def __init__(self, base: nn.Module, terms: Sequence[LossTerm], mode: SegmentationMode | str,
@@ -61,22 +62,35 @@ class CompoundLoss(nn.Module):
         self.mode = SegmentationMode(mode)
         self.ignore_label = ignore_label
         self.target_layout = target_layout
+        self.weights: dict[str, float] = {"base": 1.0, **{t.name: float(t.weight) for t in self.term_specs}}
+        if len(self.weights) != len(self.term_specs) + 1:
+            raise ValueError(f"term names must be unique and differ from 'base', got {[t.name for t in self.term_specs]}")
         self.last_values: dict[str, torch.Tensor] = {}
+
+    def set_weights(self, weights: dict[str, float]) -> None:
+        """Set the weights of ``"base"`` and/or terms by name (unknown names raise ``KeyError``)."""
+        unknown = set(weights) - set(self.weights)
+        if unknown:
+            raise KeyError(f"no loss term named {sorted(unknown)}; terms: {sorted(self.weights)}")
+        self.weights.update({name: float(w) for name, w in weights.items()})
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         auxiliary = {}
         if self.target_layout is not None:
             target, auxiliary = self.target_layout.split(target)
-        total = self.base(logits, target)
-        values = {"base": total.detach()}
-        active = [t for t in self.term_specs if t.weight != 0 and (t.auxiliary is None or t.auxiliary in auxiliary)]
+        weights = self.weights
+        base = self.base(logits, target)
+        values = {"base": base.detach()}
+        total = base if weights["base"] == 1 else weights["base"] * base
+        active = [t for t in self.term_specs
+                  if weights[t.name] != 0 and (t.auxiliary is None or t.auxiliary in auxiliary)]
         if active:
             view = split_prediction_and_target(logits, target, self.mode, self.ignore_label)
             for term in active:
                 extra = () if term.auxiliary is None else (auxiliary[term.auxiliary].to(view.probabilities.dtype),)
                 value = term.loss(view.probabilities, view.target, view.valid, *extra)
                 values[term.name] = value.detach()
-                total = total + term.weight * value
+                total = total + weights[term.name] * value
         self.last_values = values
         return total
 

@@ -10,16 +10,15 @@ from torch import nn
 
 from nnunet_ext.losses._common import (accumulation_dtype, check_inputs, check_reduction, detach_ignored,
                                        valid_weight)
-from nnunet_ext.losses.auxiliary_targets import signed_distance_target
 
-__all__ = ["HausdorffDTLoss", "signed_distance_target"]
+__all__ = ["HausdorffDTLoss"]
 
 
 class HausdorffDTLoss(nn.Module):
     """One-sided HD_DT: squared error weighted by the ground truth's distance to its own boundary.
 
     For sample b, channel c, prediction P, target T, validity mask M and the ground truth's signed distance
-    map φ (the auxiliary target, from :func:`signed_distance_target`, physical units)::
+    map φ (the auxiliary target, from :func:`nnunet_ext.targets.ground_truth.signed_distance_target`, physical units)::
 
         loss[b, c] = Σ_v M·(P - T)²·|φ|^α / max(Σ_v M, 1)
 
@@ -33,7 +32,7 @@ class HausdorffDTLoss(nn.Module):
     near the predicted (rather than the true) boundary.
 
     The loss is ≥ 0 and 0 exactly for a perfect prediction. A class without a boundary in the patch gets
-    ``|φ|`` from ``signed_distance_target(empty=...)`` (0 by default: no signal). Ignored voxels contribute
+    ``|φ|`` from ``nnunet_ext.targets.ground_truth.signed_distance_target(empty=...)`` (0 by default: no signal). Ignored voxels contribute
     nothing and receive no gradient; an all-ignored sample gives 0. Computed in float32 (or float64), so
     ``|φ|^α`` of float16 distances does not overflow.
 

@@ -11,16 +11,15 @@ from torch import nn
 
 from nnunet_ext.losses._common import (accumulation_dtype, check_inputs, check_reduction, detach_ignored,
                                        valid_weight)
-from nnunet_ext.losses.auxiliary_targets import skeleton_tube_target
 from nnunet_ext.losses.distributed import all_gather_sum
 
-__all__ = ["SkeletonRecallLoss", "skeleton_tube_target"]
+__all__ = ["SkeletonRecallLoss"]
 
 
 class SkeletonRecallLoss(nn.Module):
     """``1 - soft recall`` of the prediction on the ground-truth skeleton tube, per foreground channel.
 
-    For channel c with prediction P, tube T (the auxiliary target, from :func:`skeleton_tube_target`)
+    For channel c with prediction P, tube T (the auxiliary target, from :func:`nnunet_ext.targets.ground_truth.skeleton_tube_target`)
     and validity mask M (1 where not ignored)::
 
         recall = (Σ P·T·M + s) / (Σ T·M + s)

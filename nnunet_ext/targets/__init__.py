@@ -5,8 +5,9 @@ batch, so auxiliary targets are *packed* as extra channels behind the segmentati
 :class:`TargetLayout`), computed per patch after spatial augmentation, and downsampled for every
 deep-supervision output together with the segmentation.
 """
+from nnunet_ext.targets.ground_truth import centerline_radius_target, signed_distance_target, skeleton_tube_target
 from nnunet_ext.targets.layout import AuxiliaryTarget, TargetLayout
 from nnunet_ext.targets.transforms import AppendAuxiliaryTargets, DownsamplePackedTargetsForDS, foreground_view
 
 __all__ = ["AuxiliaryTarget", "TargetLayout", "AppendAuxiliaryTargets", "DownsamplePackedTargetsForDS",
-           "foreground_view"]
+           "foreground_view", "skeleton_tube_target", "signed_distance_target", "centerline_radius_target"]

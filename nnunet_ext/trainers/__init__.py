@@ -3,9 +3,15 @@
 Point nnU-Net at them with ``export nnUNet_extTrainer=$(nnunet-ext trainer-path)``; the classes that
 nnU-Net's lookup returns are the very objects importable from here.
 
-Trainers:
-    TopoTrainer         nnU-Net's Dice+CE / Dice+BCE + 0.5 · soft clDice (all modes, deep supervision)
-    SkelRecallTrainer   nnU-Net's Dice+CE / Dice+BCE + 1 · Skeleton Recall on CPU-computed skeleton tubes
+Trainers (every one in every nnU-Net mode: labels, regions, ignore label, deep supervision):
+    TopoTrainer               Dice+CE / Dice+BCE + 0.5 · soft clDice
+    SkelRecallTrainer         Dice+CE / Dice+BCE + 1 · Skeleton Recall on CPU-computed skeleton tubes
+    CbDiceTrainer             Dice+CE / Dice+BCE + 1 · cbDice
+    CbDiceClDiceTrainer       Dice+CE / Dice+BCE + 1 · cbDice + 0.5 · clDice
+    BoundaryTrainer           Dice+CE / Dice+BCE + boundary loss ramped 0 → 0.5 over 30–60 % of the epochs
+    HausdorffTrainer          Dice+CE / Dice+BCE + HD-DT loss ramped 0 → 0.1 over 10–30 % of the epochs
+    FocalDiceTrainer          soft Dice + 1 · focal (γ 2)
+    FocalDiceVarianceTrainer  soft Dice + 1 · focal + 0.1 · region variance
 
 Every trainer here, and the stock ``nnUNetTrainer``, also exists in training-length variants
 ``<Trainer>_<E>epochs`` and ``<Trainer>_<E>epochs_<I>iters`` (see :mod:`nnunet_ext.trainers.budget`).
@@ -15,6 +21,8 @@ from __future__ import annotations
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_ext.trainers.budget import budget_variant, parse_budget_name
+from nnunet_ext.trainers.loss_trainers import (BoundaryTrainer, CbDiceClDiceTrainer, CbDiceTrainer,
+                                               FocalDiceTrainer, FocalDiceVarianceTrainer, HausdorffTrainer)
 from nnunet_ext.trainers.skeleton_recall_trainer import SkelRecallTrainer
 from nnunet_ext.trainers.topo_trainer import TopoTrainer
 
@@ -22,12 +30,19 @@ from nnunet_ext.trainers.topo_trainer import TopoTrainer
 SHIPPED_TRAINERS: dict[str, type] = {
     "TopoTrainer": TopoTrainer,
     "SkelRecallTrainer": SkelRecallTrainer,
+    "CbDiceTrainer": CbDiceTrainer,
+    "CbDiceClDiceTrainer": CbDiceClDiceTrainer,
+    "BoundaryTrainer": BoundaryTrainer,
+    "HausdorffTrainer": HausdorffTrainer,
+    "FocalDiceTrainer": FocalDiceTrainer,
+    "FocalDiceVarianceTrainer": FocalDiceVarianceTrainer,
 }
 
 #: bases that budget variants may be derived from
 _BUDGET_BASES: dict[str, type] = {**SHIPPED_TRAINERS, "nnUNetTrainer": nnUNetTrainer}
 
-__all__ = ["TopoTrainer", "SkelRecallTrainer", "SHIPPED_TRAINERS", "trainer_by_name"]
+__all__ = ["TopoTrainer", "SkelRecallTrainer", "CbDiceTrainer", "CbDiceClDiceTrainer", "BoundaryTrainer",
+           "HausdorffTrainer", "FocalDiceTrainer", "FocalDiceVarianceTrainer", "SHIPPED_TRAINERS", "trainer_by_name"]
 
 
 def trainer_by_name(name: str) -> type:

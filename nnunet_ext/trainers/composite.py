@@ -10,11 +10,22 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_ext.losses import CompoundLoss, DeepSupervisedLoss, LossTerm
 from nnunet_ext.targets import AppendAuxiliaryTargets, AuxiliaryTarget, DownsamplePackedTargetsForDS, TargetLayout
+from nnunet_ext.trainers.terms import TermConfig, TermContext, build_terms, weights_at
+
+#: the base losses a trainer can keep from nnU-Net
+BASE_LOSSES = ("dice_ce", "dice")
 
 
 class CompositeLossTrainer(nnUNetTrainer):
-    """Base of the loss trainers: override :meth:`loss_terms` (and :meth:`auxiliary_targets` for terms
-    that need CPU-side targets). Not meant to be trained itself: without terms it is nnUNetTrainer.
+    """Base of the loss trainers: declare the extra terms in :meth:`term_configs` (catalogue names of
+    :mod:`nnunet_ext.trainers.terms`, weights constant or scheduled per epoch) and choose ``base_loss``.
+    (Lower level: override :meth:`loss_terms` and :meth:`auxiliary_targets` directly.) Not meant to be
+    trained itself: without terms it is nnUNetTrainer.
+
+    * ``base_loss = "dice_ce"``: nnU-Net's own Dice+CE / Dice+BCE; ``"dice"``: the same loss object with
+      its CE/BCE weight set to 0, i.e. nnU-Net's soft Dice alone (for focal or weighted-CE trainers).
+    * Scheduled weights are set at the start of every epoch from the epoch number alone, so a run
+      continued with ``--c`` gets exactly the weights of an uninterrupted one; changes are logged.
 
     * Loss per output: nnU-Net's own loss (Dice+CE / Dice+BCE, ignore label, batch Dice, DDP) + Σ wₖ·termₖ;
       deep supervision with nnU-Net's own weights, every weighted output gets every term.
@@ -43,11 +54,37 @@ class CompositeLossTrainer(nnUNetTrainer):
         else:
             self.print_to_log_file(f"topology metrics written to {join(validation_folder, 'summary_topology.json')}")
 
-    def loss_terms(self) -> List[LossTerm]:
+    base_loss: str = "dice_ce"
+
+    def term_configs(self) -> List[TermConfig]:
+        """The extra loss terms by catalogue name, weight (number or schedule) and options."""
         return []
 
+    def term_context(self) -> TermContext:
+        lm = self.label_manager
+        n_foreground = len(lm.foreground_regions) if lm.has_regions else len(lm.foreground_labels)
+        return TermContext("sigmoid" if lm.has_regions else "softmax", bool(self.configuration_manager.batch_dice),
+                           n_foreground)
+
+    def loss_terms(self) -> List[LossTerm]:
+        return build_terms(self.term_configs(), self.term_context())[0]
+
     def auxiliary_targets(self) -> Tuple[AuxiliaryTarget, ...]:
-        return ()
+        return build_terms(self.term_configs(), self.term_context())[1]
+
+    def compound_loss(self) -> CompoundLoss:
+        """The per-output loss inside ``self.loss`` (holds the current term weights and last values)."""
+        return self.loss.loss
+
+    def on_epoch_start(self):
+        configs = self.term_configs()
+        if configs:
+            weights = weights_at(configs, self.current_epoch)
+            loss = self.compound_loss()
+            if any(loss.weights[name] != w for name, w in weights.items()) or self.current_epoch == 0:
+                self.print_to_log_file("loss term weights: " + ", ".join(f"{n} {w:.4g}" for n, w in weights.items()))
+            loss.set_weights(weights)
+        super().on_epoch_start()
 
     def target_layout(self) -> TargetLayout:
         lm = self.label_manager
@@ -65,6 +102,10 @@ class CompositeLossTrainer(nnUNetTrainer):
             base, weights = stock.loss, stock.weight_factors
         else:
             base, weights = stock, None
+        if self.base_loss not in BASE_LOSSES:
+            raise ValueError(f"{type(self).__name__}.base_loss must be one of {BASE_LOSSES}, got {self.base_loss!r}")
+        if self.base_loss == "dice":
+            base.weight_ce = 0  # nnU-Net's DC_and_CE_loss skips CE at weight 0; DC_and_BCE_loss weights it by 0
         layout = self.target_layout()
         per_output = CompoundLoss(
             base,

@@ -1,11 +1,8 @@
 """SkelRecallTrainer: nnU-Net's own loss plus Skeleton Recall on CPU-computed skeleton tubes."""
 from __future__ import annotations
 
-from functools import partial
-
-from nnunet_ext.losses import LossTerm, SkeletonRecallLoss, skeleton_tube_target
-from nnunet_ext.targets import AuxiliaryTarget
 from nnunet_ext.trainers.composite import CompositeLossTrainer
+from nnunet_ext.trainers.terms import TermConfig
 
 
 class SkelRecallTrainer(CompositeLossTrainer):
@@ -26,10 +23,5 @@ class SkelRecallTrainer(CompositeLossTrainer):
     skeleton_recall_weight: float = 1.0
     tube_radius: float = 2.0
 
-    def auxiliary_targets(self):
-        return (AuxiliaryTarget("skeleton_tube", 1, partial(skeleton_tube_target, tube_radius=self.tube_radius), "max"),)
-
-    def loss_terms(self) -> list[LossTerm]:
-        return [LossTerm("skeleton_recall", self.skeleton_recall_weight,
-                         SkeletonRecallLoss(batch_dice=self.configuration_manager.batch_dice),
-                         auxiliary="skeleton_tube")]
+    def term_configs(self) -> list[TermConfig]:
+        return [TermConfig("skeleton_recall", self.skeleton_recall_weight, {"tube_radius": self.tube_radius})]

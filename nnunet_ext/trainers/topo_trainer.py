@@ -1,8 +1,8 @@
 """TopoTrainer: nnU-Net's own loss plus a soft-clDice term, in every nnU-Net mode."""
 from __future__ import annotations
 
-from nnunet_ext.losses import LossTerm, SoftClDiceLoss
 from nnunet_ext.trainers.composite import CompositeLossTrainer
+from nnunet_ext.trainers.terms import TermConfig
 
 
 class TopoTrainer(CompositeLossTrainer):
@@ -23,15 +23,6 @@ class TopoTrainer(CompositeLossTrainer):
     cldice_iterations: int = 3
     cldice_smooth: float = 1.0
 
-    def loss_terms(self) -> list[LossTerm]:
-        return [
-            LossTerm(
-                "cldice",
-                self.cldice_weight,
-                SoftClDiceLoss(
-                    iterations=self.cldice_iterations,
-                    smooth=self.cldice_smooth,
-                    batch_dice=self.configuration_manager.batch_dice,
-                ),
-            )
-        ]
+    def term_configs(self) -> list[TermConfig]:
+        return [TermConfig("cldice", self.cldice_weight,
+                           {"iterations": self.cldice_iterations, "smooth": self.cldice_smooth})]
