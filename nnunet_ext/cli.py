@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "nnunet_ext.commands.demo",
     "nnunet_ext.commands.evaluate",
     "nnunet_ext.commands.convert",
+    "nnunet_ext.commands.postprocess",
 )
 
 
