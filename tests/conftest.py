@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 from nnunet_ext.discovery import trainer_folder
+
+#: one tiny synthetic dataset per nnU-Net mode, shared by every slow test that trains on it
+SYNTHETIC_DATASET_IDS = {"labels": 801, "regions": 802, "ignore": 803}
+SYNTHETIC_SHAPE = (16, 40, 40)
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +26,27 @@ def nnunet_env(tmp_path_factory):
     env["nnUNet_compile"] = "false"
     env["PYTHONWARNINGS"] = "ignore"
     return env
+
+
+@pytest.fixture(scope="session")
+def preprocessed_dataset(nnunet_env, tmp_path_factory):
+    """``preprocessed_dataset(kind)`` → the raw dataset folder of a tiny synthetic tube dataset
+    (``kind`` = "labels", "regions" or "ignore"; 5 training + 2 test cases of 16×40×40), planned and
+    preprocessed for 3d_fullres by the stock command with nnU-Net's integrity check, once per session."""
+    from nnunet_ext.nnunet_commands import run_nnunet
+    from nnunet_ext.synthetic import write_synthetic_dataset
+
+    done: dict[str, Path] = {}
+
+    def get(kind: str) -> Path:
+        if kind not in done:
+            did = SYNTHETIC_DATASET_IDS[kind]
+            logs = tmp_path_factory.mktemp(f"plan_{kind}")
+            dataset = write_synthetic_dataset(nnunet_env["nnUNet_raw"], did, kind, n_train=5, n_test=2,
+                                              shape=SYNTHETIC_SHAPE, seed=did)
+            run_nnunet(["nnUNetv2_plan_and_preprocess", "-d", did, "-c", "3d_fullres", "--verify_dataset_integrity",
+                        "-np", 1, "-npfp", 1], logs / "plan.log", nnunet_env, echo=None)
+            done[kind] = dataset
+        return done[kind]
+
+    return get

@@ -15,24 +15,18 @@ import SimpleITK as sitk
 
 from nnunet_ext.evaluation import dice_score
 from nnunet_ext.nnunet_commands import run_nnunet
-from nnunet_ext.synthetic import write_synthetic_dataset
 
 pytestmark = pytest.mark.slow
 
 TRAINER = "TopoTrainer_2epochs_6iters"
-SHAPE = (16, 40, 40)
-DATASET_IDS = {"labels": 801, "regions": 802, "ignore": 803}
 #: Dice of the vessel class on the test volumes after 12 training iterations (measured ≈ 0.6–0.8 on
 #: this data; the floor catches a broken loss or pipeline, which gives ≈ 0)
 DICE_FLOOR = 0.3
 
 
-def _pipeline(nnunet_env, kind: str, tmp_path_factory) -> dict:
-    did = DATASET_IDS[kind]
+def _pipeline(nnunet_env, kind: str, dataset: Path, tmp_path_factory) -> dict:
+    did = dataset.name[len("Dataset"):len("Dataset") + 3]
     logs = tmp_path_factory.mktemp(f"logs_{kind}")
-    dataset = write_synthetic_dataset(nnunet_env["nnUNet_raw"], did, kind, n_train=5, n_test=2, shape=SHAPE, seed=did)
-    run_nnunet(["nnUNetv2_plan_and_preprocess", "-d", did, "-c", "3d_fullres", "--verify_dataset_integrity",
-                "-np", 1, "-npfp", 1], logs / "plan.log", nnunet_env, echo=None)
     run_nnunet(["nnUNetv2_train", did, "3d_fullres", 0, "-tr", TRAINER, "-device", "cpu"], logs / "train.log",
                nnunet_env, echo=None)
     predictions = tmp_path_factory.mktemp(f"pred_{kind}")
@@ -43,8 +37,8 @@ def _pipeline(nnunet_env, kind: str, tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="module", params=["labels", "regions", "ignore"])
-def pipeline(request, nnunet_env, tmp_path_factory):
-    return request.param, _pipeline(nnunet_env, request.param, tmp_path_factory)
+def pipeline(request, nnunet_env, preprocessed_dataset, tmp_path_factory):
+    return request.param, _pipeline(nnunet_env, request.param, preprocessed_dataset(request.param), tmp_path_factory)
 
 
 def _read(path):
