@@ -150,3 +150,16 @@ def test_every_shipped_trainer_declares_catalogue_terms(tmp_path, monkeypatch):
         terms = trainer.loss_terms()
         assert terms and all(t.weight >= 0 for t in terms), name
         assert cls.__doc__ and "nnU-Net" in cls.__doc__, name
+
+
+@pytest.mark.parametrize("cls", [CbDiceClDiceTrainer, BoundaryTrainer, FocalDiceVarianceTrainer],
+                         ids=lambda c: c.__name__)
+def test_under_ddp_every_output_is_used_so_ddp_finds_no_unused_parameters(tmp_path, monkeypatch, cls):
+    """nnU-Net gives the lowest output weight 1e-6 under DDP (without torch.compile) so that every decoder
+    head gets a gradient; our loss keeps nnU-Net's weights, and every term reaches that head too."""
+    trainer = make_trainer(tmp_path, monkeypatch, "labels", True, "3d_fullres", cls=cls)
+    trainer.is_ddp = True
+    loss, logits, batch = terms_only_loss_and_batch(trainer)
+    assert all(w > 0 for w in loss.weights) and min(loss.weights) < 1e-5
+    loss(logits, batch).backward()
+    assert all(o.grad is not None and o.grad.abs().sum() > 0 for o in logits)
