@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "nnunet_ext.commands.evaluate",
     "nnunet_ext.commands.convert",
     "nnunet_ext.commands.postprocess",
+    "nnunet_ext.commands.recipes",
 )
 
 

@@ -33,7 +33,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Sequence, Union
 
-__all__ = ["Constant", "Linear", "Step", "Cosine", "Schedule", "ScheduleError", "schedule_from_spec"]
+__all__ = ["Constant", "Linear", "Step", "Cosine", "Schedule", "ScheduleError", "schedule_from_spec", "check_schedule"]
 
 
 class ScheduleError(ValueError):
@@ -230,3 +230,36 @@ def schedule_from_spec(spec: float | int | Mapping[str, Any], key: str = "schedu
         if str(error).startswith(key):
             raise
         raise ScheduleError(f"{key}: {error}") from None
+
+
+def check_schedule(schedule: Schedule, key: str, num_epochs: int | None = None, non_negative: bool = True) -> Schedule:
+    """Check that a loss-weight schedule fits a training run; return it unchanged.
+
+    Parameters
+    ----------
+    schedule : Schedule
+        From :func:`schedule_from_spec`.
+    key : str
+        Where it sits in the recipe, for the error message.
+    num_epochs : int, optional
+        Training length; the schedule must stop changing by the last epoch (``num_epochs - 1``), otherwise
+        its end is never reached (a ramp to 0.5 over 300–600 in a 500-epoch run stops at 0.33).
+    non_negative : bool
+        Weights must be ``>= 0`` (a negative weight turns a loss into a reward).
+
+    Raises
+    ------
+    ScheduleError
+        Naming ``key``.
+
+    Examples
+    --------
+    >>> check_schedule(Linear(300, 600, 0.0, 0.5), "terms.boundary.weight", num_epochs=1000)
+    Linear(start_epoch=300, end_epoch=600, start_value=0.0, end_value=0.5)
+    """
+    if non_negative and any(v < 0 for v in schedule.values()):
+        raise ScheduleError(f"{key}: negative weight {min(schedule.values())!r} (weights must be >= 0)")
+    if num_epochs is not None and schedule.last_change_epoch > num_epochs - 1:
+        raise ScheduleError(f"{key}: the schedule changes until epoch {schedule.last_change_epoch}, but the training "
+                            f"has {num_epochs} epochs (0–{num_epochs - 1}); shorten the schedule or train longer")
+    return schedule

@@ -23,6 +23,7 @@ def nnunet_env(tmp_path_factory):
         env[name] = str(root / name)
     env["nnUNet_extTrainer"] = str(trainer_folder())
     env["nnUNet_n_proc_DA"] = "1"
+    env["nnUNet_def_n_proc"] = "1"  # nnU-Net's final validation would start 8 export workers on 2 cores
     env["nnUNet_compile"] = "false"
     env["PYTHONWARNINGS"] = "ignore"
     return env

@@ -98,6 +98,11 @@ class CompoundLoss(nn.Module):
 class DeepSupervisedLoss(nn.Module):
     """``Σ_i w_i · loss(output_i, target_i)`` over deep-supervision outputs, checked for NaN/Inf.
 
+    After each call, ``last_values`` maps every name in the per-output loss's ``last_values`` (the base
+    loss and each term, unweighted) to its deep-supervision-weighted mean ``Σ_i w_i v_i / Σ_i w_i`` over the
+    outputs that computed it; with nnU-Net's weights (summing to 1) and every term active,
+    ``total = Σ_name weight_name · last_values[name]`` exactly.
+
     Outputs whose weight is exactly 0 are not computed (as in nnU-Net). A single tensor (no deep
     supervision) is accepted too. If the total is not finite, a :class:`NonFiniteLossError` names the
     first output whose logits are not finite (or says that the logits were finite and the loss itself
@@ -117,6 +122,7 @@ class DeepSupervisedLoss(nn.Module):
             raise ValueError("at least one deep-supervision weight must be non-zero")
         self.loss = loss
         self.weights = None if weights is None else tuple(float(w) for w in weights)
+        self.last_values: dict[str, torch.Tensor] = {}
 
     def forward(self, outputs, targets) -> torch.Tensor:
         single = torch.is_tensor(outputs)
@@ -125,7 +131,15 @@ class DeepSupervisedLoss(nn.Module):
         weights = (1.0,) * len(outputs) if self.weights is None else self.weights
         if len(outputs) != len(weights) or len(targets) != len(outputs):
             raise ValueError(f"got {len(outputs)} outputs and {len(targets)} targets for {len(weights)} weights")
-        total = sum(w * self.loss(o, t) for w, o, t in zip(weights, outputs, targets) if w != 0)
+        total, sums, norms = 0, {}, {}
+        for w, o, t in zip(weights, outputs, targets):
+            if w == 0:
+                continue
+            total = total + w * self.loss(o, t)
+            for name, value in getattr(self.loss, "last_values", {}).items():
+                sums[name] = sums.get(name, 0) + w * value
+                norms[name] = norms.get(name, 0) + w
+        self.last_values = {name: sums[name] / norms[name] for name in sums}
         if not torch.isfinite(total.detach()).all():
             raise NonFiniteLossError(_describe_non_finite(outputs, total))
         return total

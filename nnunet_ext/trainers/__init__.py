@@ -15,6 +15,9 @@ Trainers (every one in every nnU-Net mode: labels, regions, ignore label, deep s
 
 Every trainer here, and the stock ``nnUNetTrainer``, also exists in training-length variants
 ``<Trainer>_<E>epochs`` and ``<Trainer>_<E>epochs_<I>iters`` (see :mod:`nnunet_ext.trainers.budget`).
+
+Recipes (JSON files, see :mod:`nnunet_ext.recipes`) are trainers too: ``Recipe_<recipe name>`` (see
+:mod:`nnunet_ext.trainers.recipe_trainer`).
 """
 from __future__ import annotations
 
@@ -46,10 +49,18 @@ __all__ = ["TopoTrainer", "SkelRecallTrainer", "CbDiceTrainer", "CbDiceClDiceTra
 
 
 def trainer_by_name(name: str) -> type:
-    """The trainer class called ``name``: a shipped trainer or a budget variant of one (or of the stock
-    ``nnUNetTrainer``). Raises ``AttributeError`` for anything else."""
+    """The trainer class called ``name``: a shipped trainer, a budget variant of one (or of the stock
+    ``nnUNetTrainer``), or a recipe trainer ``Recipe_<recipe>``. Raises ``AttributeError`` for anything
+    else."""
     if name in SHIPPED_TRAINERS:
         return SHIPPED_TRAINERS[name]
+    if name.startswith("Recipe_"):
+        # checked before budget names: a recipe name may end like one ("Recipe_short_5epochs")
+        from nnunet_ext.trainers.recipe_trainer import parse_recipe_trainer_name, recipe_trainer_class
+
+        recipe = parse_recipe_trainer_name(name)
+        if recipe is not None:
+            return recipe_trainer_class(recipe, module=__name__)
     parsed = parse_budget_name(name)
     if parsed is not None and parsed[0] in _BUDGET_BASES:
         base, epochs, iterations = parsed

@@ -76,10 +76,13 @@ class CompositeLossTrainer(nnUNetTrainer):
         """The per-output loss inside ``self.loss`` (holds the current term weights and last values)."""
         return self.loss.loss
 
+    def loss_weights_at(self, epoch: int) -> dict:
+        """The loss weights of ``epoch`` by term label (a subclass may add ``"base"``, nnU-Net's own loss)."""
+        return weights_at(self.term_configs(), epoch)
+
     def on_epoch_start(self):
-        configs = self.term_configs()
-        if configs:
-            weights = weights_at(configs, self.current_epoch)
+        weights = self.loss_weights_at(self.current_epoch)
+        if weights:
             loss = self.compound_loss()
             if any(loss.weights[name] != w for name, w in weights.items()) or self.current_epoch == 0:
                 self.print_to_log_file("loss term weights: " + ", ".join(f"{n} {w:.4g}" for n, w in weights.items()))
