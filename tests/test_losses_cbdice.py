@@ -6,7 +6,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from nnunet_ext.losses.cbdice import CenterlineBoundaryDiceLoss, centerline_radius_target
+from nnunet_ext.losses.cbdice import CenterlineBoundaryDiceLoss
+from nnunet_ext.targets.ground_truth import centerline_radius_target
 
 
 def _vessels_2d():

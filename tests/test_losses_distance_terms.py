@@ -7,7 +7,8 @@ import torch
 from hypothesis import given, settings, strategies as st
 from scipy import ndimage
 
-from nnunet_ext.losses.boundary import BoundaryLoss, signed_distance_target
+from nnunet_ext.losses.boundary import BoundaryLoss
+from nnunet_ext.targets.ground_truth import signed_distance_target
 from nnunet_ext.losses.hausdorff import HausdorffDTLoss
 
 monai_losses = pytest.importorskip("monai.losses")

@@ -6,7 +6,8 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from nnunet_ext.losses.skeleton_recall import SkeletonRecallLoss, skeleton_tube_target
+from nnunet_ext.losses.skeleton_recall import SkeletonRecallLoss
+from nnunet_ext.targets.ground_truth import skeleton_tube_target
 
 
 def test_hand_computed_recall_on_the_tube():
