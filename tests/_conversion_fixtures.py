@@ -201,11 +201,31 @@ def monusac_xml(layers: dict[str, list[list[tuple[float, float]]]]) -> str:
     return "\n".join(out)
 
 
-def make_monusac(root: Path, size=(40, 48), seed: int = 0, ambiguous: bool = True) -> Path:
+def write_svs(path: Path, rgb: np.ndarray, tile: int = 16) -> None:
+    """Aperio SVS as scanners write it: a tiled, JPEG-compressed RGB baseline whose ImageDescription
+    starts with ``Aperio Image Library``, then a stripped thumbnail and a tiled half-resolution level."""
+    import tifffile
+
+    h, w = rgb.shape[:2]
+    desc = (f"Aperio Image Library v12.0.15 \n{w}x{h} [0,0 {w}x{h}] ({tile}x{tile}) JPEG/RGB Q=90"
+            f"|AppMag = 40|StripeWidth = 992|ScanScope ID = SS1234|MPP = 0.2521")
+    with tifffile.TiffWriter(str(path)) as tw:
+        tw.write(rgb, tile=(tile, tile), compression="jpeg", photometric="rgb", description=desc, metadata=None)
+        tw.write(np.ascontiguousarray(rgb[::4, ::4]), photometric="rgb", metadata=None,
+                 description=f"Aperio Image Library v12.0.15 \n{w}x{h} -> {w // 4}x{h // 4} - |AppMag = 40")
+        tw.write(np.ascontiguousarray(rgb[::2, ::2]), tile=(tile, tile), compression="jpeg", photometric="rgb",
+                 metadata=None,
+                 description=f"Aperio Image Library v12.0.15 \n{w}x{h} -> {w // 2}x{h // 2} JPEG/RGB Q=90")
+
+
+def make_monusac(root: Path, size=(40, 48), seed: int = 0, ambiguous: bool = True,
+                 image_format: str = "tif") -> Path:
     """``MoNuSAC_images_and_annotations/<patient>/<patient>_<n>.{svs,tif,xml}``.
 
     Layers: Epithelial, Lymphocyte, Neutrophil, ``Macrophages`` (plural spelling), ``Description``
     (unknown, to be skipped) and, when ``ambiguous``, an ``Ambiguous`` region (→ ignore label).
+    ``image_format="tif"``: an RGB ``.tif`` next to a placeholder ``.svs`` (the ``.tif`` must win);
+    ``"svs"``: only a real Aperio-style ``.svs`` slide (:func:`write_svs`).
     """
     import tifffile
 
@@ -217,8 +237,11 @@ def make_monusac(root: Path, size=(40, 48), seed: int = 0, ambiguous: bool = Tru
         for suf in suffixes:
             stem = f"{patient}{suf}"
             rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-            tifffile.imwrite(str(base / patient / f"{stem}.tif"), rgb, photometric="rgb")
-            (base / patient / f"{stem}.svs").write_bytes(b"II*\x00 whole-slide placeholder")
+            if image_format == "svs":
+                write_svs(base / patient / f"{stem}.svs", rgb)
+            else:
+                tifffile.imwrite(str(base / patient / f"{stem}.tif"), rgb, photometric="rgb")
+                (base / patient / f"{stem}.svs").write_bytes(b"II*\x00 whole-slide placeholder")
             layers = {
                 "Epithelial": [_ellipse(10, 10, 6, 5), _ellipse(21, 10, 5, 5)],  # two touching nuclei
                 "Lymphocyte": [_ellipse(36, 12, 4, 4)],

@@ -215,3 +215,62 @@ def test_all_failing_cases_are_reported_together(tmp_path, raw_root):
         _convert_brats(src, raw_root, num_processes=2)
     assert "BraTS2021_00000_t1.nii.gz" in str(e.value) and "BraTS2021_00001_t1.nii.gz" in str(e.value)
     _assert_nothing_written(raw_root)
+
+
+def test_gzip_checksum_mismatch(tmp_path, raw_root):
+    """A stream that ends properly but whose CRC-32 trailer does not match the data (corrupted bytes)."""
+    from nnunet_ext.dataset_conversion import ConversionError
+
+    src = _brats(tmp_path)
+    f = src / "BraTS2021_00001" / "BraTS2021_00001_t1.nii.gz"
+    data = bytearray(f.read_bytes())
+    data[-8] ^= 0xFF  # first byte of the CRC-32 trailer
+    f.write_bytes(bytes(data))
+    with pytest.raises(ConversionError, match="corrupt gzip data in image") as e:
+        _convert_brats(src, raw_root)
+    assert str(f) in str(e.value)
+    _assert_nothing_written(raw_root)
+
+
+def test_nifti_data_section_shorter_than_header_declares(tmp_path, raw_root):
+    """A complete gzip stream around a NIfTI file that was cut before it was compressed."""
+    import gzip
+
+    from nnunet_ext.dataset_conversion import ConversionError
+
+    src = _brats(tmp_path)
+    f = src / "BraTS2021_00000" / "BraTS2021_00000_t1ce.nii.gz"
+    f.write_bytes(gzip.compress(gzip.decompress(f.read_bytes())[:-100]))
+    with pytest.raises(ConversionError, match=r"truncated image: the data section holds 3260 of the 3360") as e:
+        _convert_brats(src, raw_root)
+    assert str(f) in str(e.value)
+    _assert_nothing_written(raw_root)
+
+
+def test_gzip_file_that_is_not_nifti(tmp_path, raw_root):
+    import gzip
+
+    from nnunet_ext.dataset_conversion import ConversionError
+
+    src = _brats(tmp_path)
+    f = src / "BraTS2021_00001" / "BraTS2021_00001_seg.nii.gz"
+    f.write_bytes(gzip.compress(b"segmentation exported as text\n" * 40))
+    with pytest.raises(ConversionError, match="unreadable label: not a NIfTI-1/2 file") as e:
+        _convert_brats(src, raw_root)
+    assert str(f) in str(e.value)
+    _assert_nothing_written(raw_root)
+
+
+def test_truncated_tiff_among_parallel_cases_names_only_that_file(tmp_path, raw_root):
+    """Cases run on threads with -np 2: tifffile's logged damage must be charged to the right file."""
+    from nnunet_ext.dataset_conversion import ConversionError
+    from nnunet_ext.dataset_conversion.vesuvius import convert_vesuvius
+
+    src = make_vesuvius(tmp_path / "v")
+    f = src / "train_images" / "26894125.tif"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    with pytest.raises(ConversionError, match="1 of 4 cases could not be converted") as e:
+        convert_vesuvius(src, 6, raw_root=raw_root, progress=False, num_processes=2)
+    assert "26894125.tif" in str(e.value)
+    assert all(i not in str(e.value) for i in ("1004283650", "3330103", "1407735"))
+    _assert_nothing_written(raw_root)

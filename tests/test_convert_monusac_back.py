@@ -115,3 +115,55 @@ def test_vesuvius_submission_zip(tmp_path):
     with pytest.raises(ConversionError, match="differs from test volume"):
         write_vesuvius_submission(pred, tmp_path / "bad.zip", src / "test_images")
     assert not (tmp_path / "bad.zip").exists()
+
+
+def test_monusac_reads_svs_slides_at_full_resolution_in_worker_processes(tmp_path, raw_root):
+    import tifffile
+    from PIL import Image
+    from nnunet_ext.dataset_conversion.monusac import convert_monusac, find_monusac_cases
+
+    src = make_monusac(tmp_path / "monusac", image_format="svs")
+    slide = src / "TCGA-55-1594-01Z-00-DX1" / "TCGA-55-1594-01Z-00-DX1_1.svs"
+    with tifffile.TiffFile(slide) as tif:  # the fixture is what tifffile recognises as an Aperio slide
+        assert tif.is_svs and [lv.shape for lv in tif.series[0].levels] == [(40, 48, 3), (20, 24, 3)]
+        level0 = tif.series[0].levels[0].asarray()
+    assert all(c.images[0].endswith(".svs") for c in find_monusac_cases(src))
+    report = convert_monusac(src, 303, raw_root=raw_root, progress=False, num_processes=2, verify=False)
+    out = raw_root / "Dataset303_MoNuSAC"
+    img = np.asarray(Image.open(out / "imagesTr" / "TCGA-55-1594-01Z-00-DX1_1_0000.png"))
+    assert img.dtype == np.uint8 and np.array_equal(img, level0)  # level 0, RGB, decoded pixels unchanged
+    lab = np.asarray(Image.open(out / "labelsTr" / "TCGA-55-1594-01Z-00-DX1_1.png"))
+    assert lab.shape == (40, 48) and lab[30, 30] == 4 and lab[34, 44] == 5
+    assert report.num_training == 3
+
+
+def test_monusac_undecodable_slide_names_the_file(tmp_path, raw_root):
+    import tifffile
+    from nnunet_ext.dataset_conversion import ConversionError
+    from nnunet_ext.dataset_conversion.monusac import convert_monusac
+
+    src = make_monusac(tmp_path / "monusac", image_format="svs")
+    slide = src / "TCGA-A2-A0ES-01Z-00-DX1" / "TCGA-A2-A0ES-01Z-00-DX1-1.svs"
+    with tifffile.TiffFile(slide) as tif:
+        offset, size = tif.pages[0].dataoffsets[1], tif.pages[0].databytecounts[1]
+    data = bytearray(slide.read_bytes())
+    data[offset: offset + size] = b"\x55" * size  # one JPEG tile of level 0 overwritten
+    slide.write_bytes(bytes(data))
+    with pytest.raises(ConversionError, match="cannot decode this slide") as e:
+        convert_monusac(src, 304, raw_root=raw_root, progress=False, verify=False)
+    assert str(slide) in str(e.value)
+    assert list(raw_root.iterdir()) == []
+
+
+def test_monusac_annotation_without_slide_or_tif(tmp_path, raw_root):
+    from nnunet_ext.dataset_conversion import ConversionError
+    from nnunet_ext.dataset_conversion.monusac import convert_monusac
+
+    src = make_monusac(tmp_path / "monusac")
+    stem = src / "TCGA-55-1594-01Z-00-DX1" / "TCGA-55-1594-01Z-00-DX1_2"
+    stem.with_suffix(".tif").unlink()
+    stem.with_suffix(".svs").unlink()
+    with pytest.raises(ConversionError, match=r"missing image \(.svs or .tif\) for existing annotation XML") as e:
+        convert_monusac(src, 305, raw_root=raw_root, progress=False, verify=False)
+    assert str(stem.with_suffix(".svs")) in str(e.value)
+    assert list(raw_root.iterdir()) == []

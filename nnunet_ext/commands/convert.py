@@ -14,11 +14,15 @@ def _common(p: argparse.ArgumentParser, folds_default=None, seed_default=12345) 
     p.add_argument("--name", default=None, help="dataset name (DatasetNNN_<name>); default per dataset")
     p.add_argument("--raw-root", default=None, help="output root (default: $nnUNet_raw)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset of the same name")
-    p.add_argument("-np", "--num-processes", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("-np", "--num-processes", type=int, default=1,
+                   help="parallel workers for conversion and integrity check (default 1): threads for NIfTI/TIFF "
+                        "datasets, processes for MoNuSAC")
     p.add_argument("--folds", type=int, default=folds_default,
                    help=f"write splits_final.json with K folds (default: {folds_default or 'none'})")
     p.add_argument("--seed", type=int, default=seed_default, help=f"seed of the folds (default {seed_default})")
-    p.add_argument("--no-verify", action="store_true", help="skip nnU-Net's verify_dataset_integrity")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip nnU-Net's verify_dataset_integrity, its re-read of every written file (the "
+                        "converter's own checks of the raw files always run)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 

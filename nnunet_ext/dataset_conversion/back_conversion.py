@@ -86,7 +86,7 @@ def write_vesuvius_submission(prediction_folder: str | os.PathLike, zip_path: st
     """
     import tifffile
 
-    from .io import read_tiff
+    from .tiff_io import read_tiff
 
     prediction_folder = os.fspath(prediction_folder)
     if not os.path.isdir(prediction_folder):

@@ -89,7 +89,10 @@ def raw_to_nnunet_labels(seg: np.ndarray, year: int) -> np.ndarray:
     lut = np.zeros(max(conv.to_nnunet) + 1, dtype=np.uint8)
     for k, v in conv.to_nnunet.items():
         lut[k] = v
-    return lut[seg.astype(np.intp)]
+    out = np.zeros(seg.shape, dtype=np.uint8)
+    foreground = seg != 0  # a tumour is a few percent of the volume: look up only its voxels
+    out[foreground] = lut[seg[foreground].astype(np.intp)]
+    return out
 
 
 def find_brats_cases(source: str | os.PathLike, year: int, labelled: bool = True) -> list[CaseSpec]:
@@ -184,4 +187,5 @@ def convert_brats(source: str | os.PathLike, dataset_id: int, *, year: int, data
                          dataset_name=dataset_name or f"BraTS{year}", dataset_json=dataset_json, raw_root=raw_root,
                          overwrite=overwrite, num_processes=num_processes, verify=verify, n_folds=n_folds,
                          seed=seed, group_folds=True, spacing_axes="x, y, z (mm, NIfTI header order)",
-                         source=os.fspath(source), label_names=conv.label_names, progress=progress)
+                         source=os.fspath(source), label_names=conv.label_names, progress=progress,
+                         workers="threads")

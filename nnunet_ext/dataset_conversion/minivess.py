@@ -19,7 +19,7 @@ import re
 import shutil
 
 from .errors import ConversionError
-from .io import check_finite, check_labels, check_same_grid, label_count_dict, read_nifti, write_nifti_like
+from .io import check_labels, check_same_grid, inspect_nifti, label_count_dict, read_nifti, write_nifti_like
 from .report import CaseResult, ConversionReport
 from .writer import CaseSpec, write_dataset
 
@@ -60,17 +60,15 @@ def find_minivess_cases(source: str | os.PathLike) -> list[CaseSpec]:
 
 def convert_minivess_case(case: CaseSpec, images_dir: str, labels_dir: str) -> CaseResult:
     """Validate one MiniVess volume and write ``mvXX_0000.nii.gz`` / ``mvXX.nii.gz``."""
-    img = read_nifti(case.images[0], "image")
-    if img.array.ndim != 3:
-        raise ConversionError(img.path, f"expected a 3D volume, got shape {img.array.shape}")
-    check_finite(img.array, img.path)
+    img = inspect_nifti(case.images[0], "image")  # copied byte for byte: voxels checked, not kept
+    if len(img.shape) != 3:
+        raise ConversionError(img.path, f"expected a 3D volume, got shape {img.shape}")
     seg = read_nifti(case.label, "label")
     check_same_grid(img, seg, "label")
     values, counts = check_labels(seg.array, LABELS.values(), seg.path)
     shutil.copyfile(img.path, os.path.join(images_dir, f"{case.case_id}_0000.nii.gz"))
     write_nifti_like(seg.array, img, os.path.join(labels_dir, f"{case.case_id}.nii.gz"))
-    sp = img.itk_image.GetSpacing()  # header order x, y, z (µm)
-    return CaseResult(case.case_id, tuple(float(s) for s in sp), tuple(img.array.shape[::-1]),
+    return CaseResult(case.case_id, img.header_spacing, tuple(img.shape[::-1]),  # header order x, y, z (µm)
                       label_count_dict(values, counts),
                       bytes_read=os.path.getsize(img.path) + os.path.getsize(seg.path))
 
@@ -109,4 +107,4 @@ def convert_minivess(source: str | os.PathLike, dataset_id: int, *, dataset_name
                          dataset_name=dataset_name, dataset_json=dataset_json, raw_root=raw_root,
                          overwrite=overwrite, num_processes=num_processes, verify=verify, n_folds=n_folds,
                          seed=seed, spacing_axes="x, y, z (µm, NIfTI header order)", extra_files=extra,
-                         source=os.fspath(source), progress=progress)
+                         source=os.fspath(source), progress=progress, workers="threads")

@@ -4,10 +4,12 @@ Raw layout::
 
     MoNuSAC_images_and_annotations/<TCGA patient>/<patient>_<n>.{svs,tif,xml}   (older releases: '-n')
 
-The ``.tif`` is the RGB image (the ``.svs`` holds the same pixels and is not needed). The Aperio XML has one
-``<Annotation>`` layer per class (``Attributes/Attribute[@Name]``) with ``<Region>`` polygons of
-``<Vertex X=column Y=row>``. Class names are normalised (``Macrophages`` → Macrophage); unknown layers
-such as ``Description`` are skipped (and reported); ``Ambiguous`` regions become nnU-Net's ignore label.
+The image is the ``.svs`` slide (Aperio: tiled JPEG/JPEG 2000 TIFF, read at full resolution, level 0)
+or, in releases that ship one next to it, the ``.tif`` with the same pixels (preferred: it decodes
+faster). The Aperio XML has one ``<Annotation>`` layer per class (``Attributes/Attribute[@Name]``)
+with ``<Region>`` polygons of ``<Vertex X=column Y=row>``. Class names are normalised (``Macrophages``
+→ Macrophage); unknown layers such as ``Description`` are skipped (and reported); ``Ambiguous``
+regions become nnU-Net's ignore label.
 """
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ from functools import partial
 import numpy as np
 
 from .errors import ConversionError
-from .io import check_labels, label_count_dict, read_tiff
+from .io import check_labels, label_count_dict
+from .tiff_io import read_slide, read_tiff
 from .report import CaseResult, ConversionReport
 from .writer import CaseSpec, write_dataset
 
@@ -122,9 +125,18 @@ def ternary_from_instances(instances: np.ndarray, boundary_width: int = 1) -> np
     return out
 
 
+#: image files in order of preference: where a release ships both, the ``.tif`` holds the same pixels
+#: as the slide and decodes faster
+IMAGE_EXTENSIONS = (".tif", ".svs")
+
+
 def find_monusac_cases(source: str | os.PathLike) -> list[CaseSpec]:
-    """List ``<patient>/<name>.tif`` + ``.xml`` pairs under ``source`` (the images-and-annotations folder
-    or its parent). A ``.tif`` without ``.xml`` (or the reverse) raises :class:`ConversionError`."""
+    """List ``<patient>/<name>.{tif,svs}`` + ``.xml`` pairs under ``source`` (the images-and-annotations
+    folder or its parent).
+
+    The ``.tif`` is used where there is one, the ``.svs`` slide otherwise. An image without ``.xml``
+    (or the reverse) raises :class:`ConversionError`.
+    """
     source = os.fspath(source)
     if not os.path.isdir(source):
         raise ConversionError(source, "source folder does not exist")
@@ -135,18 +147,35 @@ def find_monusac_cases(source: str | os.PathLike) -> list[CaseSpec]:
         pdir = os.path.join(base, patient)
         if not os.path.isdir(pdir):
             continue
-        files = os.listdir(pdir)
-        stems = {f[:-4] for f in files if f.lower().endswith((".tif", ".xml"))}
-        for stem in sorted(stems):
-            tif, xml = os.path.join(pdir, stem + ".tif"), os.path.join(pdir, stem + ".xml")
-            if not os.path.isfile(tif):
-                raise ConversionError(tif, "missing image for existing annotation XML")
-            if not os.path.isfile(xml):
-                raise ConversionError(xml, "missing annotation (label) file")
-            cases.append(CaseSpec(re.sub(r"[^A-Za-z0-9_\-]", "_", stem), (tif,), xml, group=patient))
+        by_stem: dict[str, dict[str, str]] = {}
+        for f in os.listdir(pdir):
+            stem, ext = os.path.splitext(f)
+            if ext.lower() in IMAGE_EXTENSIONS + (".xml",) and os.path.isfile(os.path.join(pdir, f)):
+                by_stem.setdefault(stem, {})[ext.lower()] = os.path.join(pdir, f)
+        for stem in sorted(by_stem):
+            found = by_stem[stem]
+            image = next((found[e] for e in IMAGE_EXTENSIONS if e in found), None)
+            if image is None:
+                raise ConversionError(os.path.join(pdir, stem + ".svs"),
+                                      "missing image (.svs or .tif) for existing annotation XML")
+            if ".xml" not in found:
+                raise ConversionError(os.path.join(pdir, stem + ".xml"), "missing annotation (label) file")
+            cases.append(CaseSpec(re.sub(r"[^A-Za-z0-9_\-]", "_", stem), (image,), found[".xml"], group=patient))
     if not cases:
-        raise ConversionError(base, "no MoNuSAC <patient>/<name>.tif + .xml pairs found")
+        raise ConversionError(base, "no MoNuSAC <patient>/<name>.svs (or .tif) + .xml pairs found")
     return cases
+
+
+def read_monusac_image(path: str) -> np.ndarray:
+    """RGB uint8 pixels (rows, cols, 3) of a MoNuSAC ``.tif`` or ``.svs`` (level 0) image."""
+    rgb = read_slide(path, "image") if path.lower().endswith(".svs") else read_tiff(path, "image")
+    if rgb.ndim == 3 and rgb.shape[0] in (3, 4) and rgb.shape[-1] not in (3, 4):
+        rgb = np.moveaxis(rgb, 0, -1)  # planar TIFF
+    if rgb.ndim != 3 or rgb.shape[-1] not in (3, 4):
+        raise ConversionError(path, f"expected an RGB(A) image, got shape {rgb.shape}")
+    if rgb.dtype != np.uint8:
+        raise ConversionError(path, f"expected uint8 RGB, got {rgb.dtype}")
+    return rgb[..., :3]
 
 
 def convert_monusac_case(case: CaseSpec, images_dir: str, labels_dir: str, *, ternary: bool = False,
@@ -154,14 +183,7 @@ def convert_monusac_case(case: CaseSpec, images_dir: str, labels_dir: str, *, te
     """Write ``<case>_0000.png`` (RGB) and ``<case>.png`` (semantic or ternary labels)."""
     from PIL import Image
 
-    rgb = read_tiff(case.images[0], "image")
-    if rgb.ndim == 3 and rgb.shape[0] in (3, 4) and rgb.shape[-1] not in (3, 4):
-        rgb = np.moveaxis(rgb, 0, -1)  # planar TIFF
-    if rgb.ndim != 3 or rgb.shape[-1] not in (3, 4):
-        raise ConversionError(case.images[0], f"expected an RGB(A) image, got shape {rgb.shape}")
-    if rgb.dtype != np.uint8:
-        raise ConversionError(case.images[0], f"expected uint8 RGB, got {rgb.dtype}")
-    rgb = rgb[..., :3]
+    rgb = read_monusac_image(case.images[0])
     polygons, skipped = parse_annotations(case.label)
     instances, classes, ambiguous = rasterise(polygons, rgb.shape[:2])
     if ternary:

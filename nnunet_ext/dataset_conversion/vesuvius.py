@@ -22,7 +22,8 @@ import shutil
 import numpy as np
 
 from .errors import ConversionError
-from .io import check_labels, label_count_dict, read_tiff
+from .io import check_labels, label_count_dict
+from .tiff_io import read_tiff
 from .report import CaseResult, ConversionReport
 from .writer import CaseSpec, write_dataset
 
@@ -142,4 +143,4 @@ def convert_vesuvius(source: str | os.PathLike, dataset_id: int, *, dataset_name
                          num_processes=num_processes, verify=verify, n_folds=n_folds, seed=seed,
                          group_folds=group_by_scroll, spacing_axes="z, y, x (voxels)", skipped=skipped,
                          source=os.fspath(source), label_names={0: "background", 1: "surface", 2: "ignore"},
-                         progress=progress)
+                         progress=progress, workers="threads")

@@ -11,13 +11,11 @@ way for all datasets:
    :class:`ConversionError` listing them, so nothing half-written is left behind;
 4. writes ``dataset.json`` (through nnU-Net's ``generate_dataset_json``), ``splits_final.json`` and
    ``conversion_report.json``;
-5. runs nnU-Net's own ``verify_dataset_integrity`` on the temporary folder;
+5. runs nnU-Net's own ``verify_dataset_integrity`` on the temporary folder (in this process);
 6. moves the folder into place; an existing dataset (``overwrite``) is removed only after that.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import multiprocessing
 import os
@@ -108,29 +106,32 @@ def _run_one(job):
         return case.case_id, None, f"case {case.case_id} ({files}): {type(e).__name__}: {e}"
 
 
-def _convert_all(cases, convert_case, images_tr, labels_tr, images_ts, num_processes, progress):
+def _convert_all(cases, convert_case, images_tr, labels_tr, images_ts, num_workers, progress, workers):
     from tqdm import tqdm
 
     jobs = [(convert_case, c, images_tr if c.label is not None else images_ts, labels_tr) for c in cases]
     bar = dict(total=len(jobs), desc="converting", unit="case", disable=not progress)
-    if num_processes <= 1 or len(jobs) <= 1:
+    if num_workers <= 1 or len(jobs) <= 1:
         return [_run_one(j) for j in tqdm(jobs, **bar)]
+    n = min(num_workers, len(jobs))
+    if workers == "threads":
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(n) as ex:
+            return list(tqdm(ex.map(_run_one, jobs), **bar))
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(min(num_processes, len(jobs))) as pool:
+    with ctx.Pool(n) as pool:
         return list(tqdm(pool.imap_unordered(_run_one, jobs), **bar))
 
 
-def verify_with_nnunet(folder: str, num_processes: int = 1) -> None:
-    """Run nnU-Net's ``verify_dataset_integrity``; turn its failures into a :class:`ConversionError`."""
-    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+def verify_with_nnunet(folder: str, num_workers: int = 1) -> None:
+    """Run nnU-Net's ``verify_dataset_integrity`` (in this process, see :mod:`.nnunet_check`).
 
-    buf = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(buf):
-            verify_dataset_integrity(folder, max(1, num_processes))
-    except Exception as e:
-        raise ConversionError(folder, f"nnU-Net's integrity check failed: {type(e).__name__}: {e}\n"
-                                      f"{buf.getvalue()[-2000:]}") from None
+    Its failures become a :class:`ConversionError`.
+    """
+    from .nnunet_check import verify_dataset_in_process
+
+    verify_dataset_in_process(folder, num_workers)
 
 
 def write_dataset_json(folder: str, dataset_json: Mapping, num_training: int) -> None:
@@ -156,7 +157,8 @@ def write_dataset(cases: Sequence[CaseSpec], convert_case: ConvertCase, *, datas
                   num_processes: int = 1, verify: bool = True, n_folds: int | None = None, seed: int = 12345,
                   group_folds: bool = False, spacing_axes: str = "z, y, x", skipped: Sequence[str] = (),
                   extra_files: Mapping[str, str] | None = None, source: str | None = None,
-                  label_names: Mapping[int, str] | None = None, progress: bool = True) -> ConversionReport:
+                  label_names: Mapping[int, str] | None = None, progress: bool = True,
+                  workers: str = "processes") -> ConversionReport:
     """Convert ``cases`` into ``raw_root/DatasetNNN_<dataset_name>`` (see the module docstring).
 
     Parameters
@@ -176,9 +178,11 @@ def write_dataset(cases: Sequence[CaseSpec], convert_case: ConvertCase, *, datas
     overwrite : bool
         Replace an existing dataset of the same name (only after the new one is complete).
     num_processes : int
-        Worker processes for conversion and for the integrity check.
+        Parallel workers for the conversion and for nnU-Net's integrity check.
     verify : bool
-        Run nnU-Net's ``verify_dataset_integrity`` before moving the dataset into place.
+        Run nnU-Net's ``verify_dataset_integrity`` before moving the dataset into place (default).
+        It re-reads every written file with the reader nnU-Net will use; skipping it keeps all of
+        this package's own checks of the raw files (see ``docs/converters.md`` for what is lost).
     n_folds, seed, group_folds : optional
         Write ``splits_final.json`` with ``n_folds`` folds; ``group_folds`` keeps cases that share
         ``CaseSpec.group`` in one fold.
@@ -194,7 +198,13 @@ def write_dataset(cases: Sequence[CaseSpec], convert_case: ConvertCase, *, datas
         ``{label value in labelsTr: name}`` for the report (default: the plain labels of ``dataset_json``).
     progress : bool
         Show a tqdm progress bar.
+    workers : {"processes", "threads"}
+        How cases run in parallel when ``num_processes > 1``: spawned processes (for Python-heavy
+        work) or threads, which start instantly and suit cases whose time goes to decompression,
+        SimpleITK, tifffile and NumPy, all of which release Python's GIL.
     """
+    if workers not in ("processes", "threads"):
+        raise ValueError(f"workers must be 'processes' or 'threads', got {workers!r}")
     t0 = time.perf_counter()
     raw_root = resolve_raw_root(raw_root)
     folder_name = dataset_folder_name(dataset_id, dataset_name)
@@ -218,7 +228,8 @@ def write_dataset(cases: Sequence[CaseSpec], convert_case: ConvertCase, *, datas
         os.makedirs(labels_tr)
         if n_train < len(cases):
             os.makedirs(images_ts)
-        outcomes = _convert_all(cases, convert_case, images_tr, labels_tr, images_ts, num_processes, progress)
+        outcomes = _convert_all(cases, convert_case, images_tr, labels_tr, images_ts, num_processes, progress,
+                                workers)
         errors = sorted(err for _, _, err in outcomes if err is not None)
         if errors:
             shown = "\n  ".join(errors[:20]) + (f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else "")
