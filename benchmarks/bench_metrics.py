@@ -2,13 +2,17 @@
 
 The straightforward implementation is what the reference tools do: scipy distance transforms over
 the whole volume for the surface metrics, scikit-image skeletons of the whole volume for clDice,
-scipy labelling and scikit-image Euler numbers for the Betti numbers, scikit-image VOI. Both run
-in the same process on the same synthetic vessel-like pairs; the script prints medians over
-repeats, the ratio, and the largest difference between the two sets of values.
+scipy labelling and scikit-image Euler numbers for the Betti numbers, scikit-image VOI. Its
+default variant computes the two distance transforms once for the five surface metrics (as
+MetricsReloaded does within one ``BinaryPairwiseMeasures`` object, which caches them);
+``--baseline per-metric`` computes them again for each surface metric (one object per metric).
+Everything runs in the same process on the same synthetic vessel-like pairs, each repeat timing
+every variant once; the script prints medians over repeats, the ratios, and the largest
+difference between the values.
 
     python benchmarks/bench_metrics.py                       # 512 x 512 x 64 (z = 64), both pairs
-    python benchmarks/bench_metrics.py --prediction realistic --workers 2
-    python benchmarks/bench_metrics.py --shape 64 256 256 --repeats 5
+    python benchmarks/bench_metrics.py --workers 1 2 --baseline both --families
+    python benchmarks/bench_metrics.py --prediction realistic --shape 64 256 256 --repeats 5
 """
 from __future__ import annotations
 
@@ -90,12 +94,24 @@ def realistic_pair(shape, n_tubes=40, seed=0):
     return pred, ref
 
 
-def straightforward(ref_mod, pred, ref, spacing, tolerance):
+SURFACE = ("assd", "masd", "hd", "hd95", "nsd")
+METRICS = ["dice", *SURFACE, "cldice", "betti_0_error", "betti_1_error", "betti_2_error", "voi"]
+
+
+def straightforward(ref_mod, pred, ref, spacing, tolerance, per_metric=False):
+    """The full metric set the straightforward way (whole-volume scipy distance transforms and
+    scikit-image skeletons). ``per_metric``: the two distance transforms are computed again for
+    every surface metric (MetricsReloaded with one ``BinaryPairwiseMeasures`` object per metric;
+    within one object it caches them, which the default, shared variant renders)."""
     import cc3d
     from skimage.metrics import variation_of_information
 
     out = {"dice": float(ref_mod.dice(pred, ref))}
-    out.update({k: float(v) for k, v in ref_mod.surface(pred, ref, spacing, tolerance).items()})
+    if per_metric:
+        for name in SURFACE:
+            out[name] = float(ref_mod.surface(pred, ref, spacing, tolerance)[name])
+    else:
+        out.update({k: float(v) for k, v in ref_mod.surface(pred, ref, spacing, tolerance).items()})
     out["cldice"] = float(ref_mod.cldice(pred, ref))
     bp, br = ref_mod.betti(pred), ref_mod.betti(ref)
     for k in range(3):
@@ -103,6 +119,33 @@ def straightforward(ref_mod, pred, ref, spacing, tolerance):
     h = variation_of_information(cc3d.connected_components(pred), cc3d.connected_components(ref))
     out["voi"] = float(h.sum())
     return out
+
+
+def families(pred, ref, spacing, tolerance):
+    """Seconds per metric family of nnunet_ext's implementation, all in this process."""
+    from nnunet_ext.evaluation._prepared import prepare_mask
+    from nnunet_ext.evaluation.overlap import overlap_metrics
+    from nnunet_ext.evaluation.skeleton import start_skeleton_coordinates
+    from nnunet_ext.evaluation.surface import surface_metrics_prepared
+    from nnunet_ext.evaluation.topology import betti_numbers_prepared
+    from nnunet_ext.evaluation.voi import voi_prepared
+
+    t = {}
+
+    def timed(name, f):
+        t0 = time.perf_counter()
+        out = f()
+        t[name] = t.get(name, 0.0) + time.perf_counter() - t0
+        return out
+
+    timed("overlap", lambda: overlap_metrics(pred, ref))
+    pp = timed("crop + labels", lambda: prepare_mask(pred))
+    pr = timed("crop + labels", lambda: prepare_mask(ref))
+    timed("surface (5 metrics)", lambda: surface_metrics_prepared(pp, pr, spacing, tolerance))
+    timed("betti", lambda: (betti_numbers_prepared(pp), betti_numbers_prepared(pr)))
+    timed("voi", lambda: voi_prepared(pp, pr))
+    timed("skeletons (clDice)", lambda: start_skeleton_coordinates([pp, pr])())
+    return t
 
 
 def main(argv=None):
@@ -113,8 +156,13 @@ def main(argv=None):
     ap.add_argument("--tolerance", type=float, default=1.0)
     ap.add_argument("--prediction", choices=("noisy", "realistic", "both"), default="both",
                     help="which synthetic prediction to evaluate (default: both)")
-    ap.add_argument("--workers", type=int, default=1,
-                    help="workers of nnunet_ext's case_metrics (threads / processes)")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1],
+                    help="workers of nnunet_ext's case_metrics, each timed in the same run")
+    ap.add_argument("--baseline", choices=("shared", "per-metric", "both"), default="shared",
+                    help="straightforward implementation: distance transforms shared by the five "
+                         "surface metrics (default) or computed per metric, or both")
+    ap.add_argument("--families", action="store_true",
+                    help="also time nnunet_ext's metric families one by one (one process)")
     args = ap.parse_args(argv)
 
     from nnunet_ext.evaluation import case_metrics
@@ -122,7 +170,7 @@ def main(argv=None):
     ref_mod = _load_reference()
     shape, sp = tuple(args.shape), tuple(args.spacing)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"python {platform.python_version()}; case_metrics workers={args.workers}")
+          f"python {platform.python_version()}; load average {_load()}")
     kinds = ("noisy", "realistic") if args.prediction == "both" else (args.prediction,)
     worst_diff = 0.0
     for kind in kinds:
@@ -131,32 +179,55 @@ def main(argv=None):
     return 0 if worst_diff <= 1e-6 else 1
 
 
+def _load():
+    try:
+        return " ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
 def _compare(ref_mod, case_metrics, kind, pred, ref, sp, args):
     from nnunet_ext.evaluation.surface import border_mask
 
-    metrics = ["dice", "assd", "masd", "hd", "hd95", "nsd", "cldice",
-               "betti_0_error", "betti_1_error", "betti_2_error", "voi"]
     print(f"\n== {kind} prediction: shape {shape_str(pred.shape)}, spacing {sp}, foreground "
           f"ref {ref.mean():.3%}, pred {pred.mean():.3%}; border voxels ref "
           f"{int(border_mask(ref).sum())}, pred {int(border_mask(pred).sum())}")
-    t_fast, t_slow = [], []
+    baselines = ("shared", "per-metric") if args.baseline == "both" else (args.baseline,)
+    times = {}
+    values = {}
+    # one repeat times every variant once, so that all of them see the same machine load
     for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        fast = case_metrics(pred, ref, sp, metrics=metrics, tolerance=args.tolerance,
-                            workers=args.workers)
-        t_fast.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        slow = straightforward(ref_mod, pred, ref, sp, args.tolerance)
-        t_slow.append(time.perf_counter() - t0)
-    diff = max(abs(fast[m] - slow[m]) for m in metrics)
-    worst = max(metrics, key=lambda m: abs(fast[m] - slow[m]))
-    mf, ms = statistics.median(t_fast), statistics.median(t_slow)
+        for w in args.workers:
+            t0 = time.perf_counter()
+            values[f"nnunet_ext w={w}"] = case_metrics(
+                pred, ref, sp, metrics=METRICS, tolerance=args.tolerance, workers=w)
+            times.setdefault(f"nnunet_ext w={w}", []).append(time.perf_counter() - t0)
+        for b in baselines:
+            t0 = time.perf_counter()
+            values[b] = straightforward(ref_mod, pred, ref, sp, args.tolerance,
+                                        per_metric=b == "per-metric")
+            times.setdefault(b, []).append(time.perf_counter() - t0)
+    reference = values[baselines[0]]
     print(f"{'metric':<15}{'nnunet_ext':>16}{'straightforward':>18}")
-    for m in metrics:
-        print(f"{m:<15}{fast[m]:>16.6f}{slow[m]:>18.6f}")
-    print(f"median time over {args.repeats} repeats: nnunet_ext {mf:.2f} s, "
-          f"straightforward {ms:.2f} s, ratio {ms / mf:.1f}x")
+    first = f"nnunet_ext w={args.workers[0]}"
+    for m in METRICS:
+        print(f"{m:<15}{values[first][m]:>16.6f}{reference[m]:>18.6f}")
+    diff, worst = 0.0, METRICS[0]
+    for name, vals in values.items():
+        for m in METRICS:
+            if abs(vals[m] - reference[m]) > diff:
+                diff, worst = abs(vals[m] - reference[m]), m
+    print(f"median seconds over {args.repeats} repeats (load average after: {_load()}):")
+    med = {k: statistics.median(v) for k, v in times.items()}
+    for name, t in med.items():
+        ratios = ", ".join(f"{med[b] / t:.1f}x vs {b}" for b in baselines)
+        extra = "" if name in baselines else f"  ({ratios})"
+        print(f"  {name:<18}{t:>8.2f} s  [{', '.join(f'{x:.2f}' for x in times[name])}]{extra}")
     print(f"largest absolute difference: {diff:.2e} ({worst})")
+    if args.families:
+        fam = families(pred, ref, sp, args.tolerance)
+        print("nnunet_ext per metric family (one process): "
+              + ", ".join(f"{k} {v:.2f} s" for k, v in fam.items()))
     return diff
 
 

@@ -36,8 +36,15 @@ def surface(pred, ref, spacing, tolerance=1.0, percentile=95.0):
     }
 
 
-def cldice(pred, ref):
-    sp, sr = skeletonize(pred).astype(bool), skeletonize(ref).astype(bool)
+def cldice(pred, ref, robust=False):
+    """clDice with whole-volume skeletons; ``robust``: the training targets' skeleton (the deepest
+    voxels of every component whose scikit-image skeleton vanished)."""
+    if robust:
+        from nnunet_ext.targets.ground_truth import _skeleton as skel
+    else:
+        def skel(m):
+            return skeletonize(m).astype(bool)
+    sp, sr = skel(pred), skel(ref)
     tprec = (sp & ref).sum() / sp.sum()
     tsens = (sr & pred).sum() / sr.sum()
     return 0.0 if tprec + tsens == 0 else 2 * tprec * tsens / (tprec + tsens)

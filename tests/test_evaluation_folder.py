@@ -90,6 +90,42 @@ def test_evaluate_folders_parallel_equals_serial(dataset):
     assert serial == parallel
 
 
+def test_evaluate_folders_skeleton_status_and_robust_option(tmp_path):
+    # case a: the predicted vessel is 4 voxels thick, its scikit-image skeleton vanishes
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "ref").mkdir()
+    arrays = {}
+    for case, width in (("a", 4), ("b", 3)):
+        ref = np.zeros((10, 10, 24), np.uint8)
+        ref[3:6, 3:6, 2:22] = 1
+        pred = np.zeros_like(ref)
+        pred[3:3 + width, 3:3 + width, 4:20] = 1
+        _write(tmp_path / "ref" / f"{case}.nii.gz", ref)
+        _write(tmp_path / "pred" / f"{case}.nii.gz", pred)
+        arrays[case] = (pred.astype(bool), ref.astype(bool))
+    (tmp_path / "dataset.json").write_text(json.dumps(
+        {"labels": {"background": 0, "vessel": 1}, "file_ending": ".nii.gz"}))
+    args = (str(tmp_path / "pred"), str(tmp_path / "ref"), str(tmp_path / "dataset.json"))
+    kw = dict(metrics=["dice", "cldice"], n_resamples=100, progress=False)
+    rows, summary = evaluate_folders(*args, output_folder=str(tmp_path / "s"), **kw)
+    robust, rsummary = evaluate_folders(*args, output_folder=str(tmp_path / "r"),
+                                        skeleton="robust", **kw)
+    with open(tmp_path / "s" / "metrics_per_case.csv") as f:
+        header = next(csv.reader(f))
+    assert "skeleton_status" in header
+    assert [r["skeleton_status"] for r in rows] == ["pred_skeleton_empty", "ok"]
+    assert summary["classes"]["vessel"]["skeleton_empty"]["pred_skeleton_empty"] == 1
+    assert [r["skeleton_status"] for r in robust] == ["ok", "ok"]
+    assert rsummary["settings"]["skeleton"] == "robust"
+    for r, rr in zip(rows, robust):
+        p, g = arrays[r["case"]]
+        assert r["cldice"] == pytest.approx(cldice_score(p, g))
+        assert rr["cldice"] == pytest.approx(cldice_score(p, g, skeleton="robust"))
+    assert robust[0]["cldice"] != rows[0]["cldice"] and robust[1]["cldice"] == rows[1]["cldice"]
+    with pytest.raises(ValueError, match="skeleton"):
+        evaluate_folders(*args, skeleton="nope", **kw)
+
+
 def test_evaluate_errors_name_the_problem(dataset):
     root, _ = dataset
     (root / "pred" / "case_2.nii.gz").unlink()

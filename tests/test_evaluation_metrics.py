@@ -16,6 +16,9 @@ from nnunet_ext.evaluation import (
 )
 
 
+TEXT_KEYS = ("status", "skeleton_status")
+
+
 def ball(shape, centre, radius, spacing=(1, 1, 1)):
     grid = np.indices(shape, dtype=float)
     d2 = sum(((g - c) * s) ** 2 for g, c, s in zip(grid, centre, spacing))
@@ -185,7 +188,8 @@ def test_empty_conventions(ndim):
     assert surface_metrics(corner, empty, sp).nsd == 0.0
     res = case_metrics(empty, full, sp)
     assert res["status"] == "pred_empty"
-    assert all(np.isfinite(v) for k, v in res.items() if k != "status")
+    assert all(np.isfinite(v) for k, v in res.items() if k not in TEXT_KEYS)
+    assert res["skeleton_status"] == "ok"
 
 
 def test_cldice_disjoint_masks_is_zero():
@@ -276,9 +280,9 @@ def test_properties_symmetry_bounds_identity(data):
     ab = case_metrics(p, r, sp, metrics=["dice", "iou", "cldice", "assd", "masd", "hd", "hd95",
                                          "nsd", "betti_0_error", "betti_1_error",
                                          "betti_2_error", "voi"])
-    ba = case_metrics(r, p, sp, metrics=list(k for k in ab if k != "status"))
+    ba = case_metrics(r, p, sp, metrics=list(k for k in ab if k not in TEXT_KEYS))
     for k, v in ab.items():
-        if k == "status":
+        if k in TEXT_KEYS:
             continue
         assert np.isfinite(v), k
         assert v == pytest.approx(ba[k], rel=1e-9, abs=1e-12), k  # all of these are symmetric
@@ -301,3 +305,117 @@ def test_property_betti_euler_consistency(m):
     assert min(b) >= 0
     assert b[0] - b[1] + b[2] == euler_characteristic(m)
     assert b == reference.betti(m)
+
+
+# --- clDice skeleton conventions ----------------------------------------------------------
+
+def _even_tube():
+    # scikit-image's Lee thinning deletes even-thickness boxes and tubes completely (#3757)
+    m = np.zeros((12, 12, 30), bool)
+    m[2:6, 2:6, 3:27] = True
+    return m
+
+
+def test_vanished_skeleton_is_flagged_and_defined():
+    from skimage.morphology import skeletonize
+
+    tube = _even_tube()
+    assert not skeletonize(tube).any()
+    shorter = tube.copy()
+    shorter[..., 15:] = False
+    res = cldice(shorter, tube)
+    # both skeletons vanished: each mask stands in for its skeleton
+    assert res.skeleton_status == "both_skeletons_empty"
+    assert res.tprec == 1.0 and res.tsens == pytest.approx(shorter.sum() / tube.sum())
+    assert np.isfinite(res.value)
+    thin = np.zeros_like(tube)
+    thin[3:6, 3:6, 3:27] = True  # odd thickness: a skeleton exists
+    res = cldice(thin, tube)
+    assert res.skeleton_status == "ref_skeleton_empty"
+    assert res.tsens == pytest.approx((thin & tube).sum() / tube.sum())
+    assert cldice(tube, thin).skeleton_status == "pred_skeleton_empty"
+    assert case_metrics(tube, thin, metrics=["cldice"])["skeleton_status"] == "pred_skeleton_empty"
+    assert case_metrics(tube, tube, metrics=["cldice"])["skeleton_status"] == "both_skeletons_empty"
+    assert case_metrics(thin, thin, metrics=["cldice"])["skeleton_status"] == "ok"
+
+
+def test_robust_skeleton_uses_deepest_voxels_of_vanished_components():
+    from nnunet_ext.targets.ground_truth import _skeleton
+
+    tube = _even_tube()
+    other = np.zeros_like(tube)
+    other[8:11, 8:11, 3:27] = True  # an odd-thickness tube with a normal skeleton
+    both = tube | other
+    robust = skeletonize_mask(both, skeleton="robust")
+    assert np.array_equal(robust, _skeleton(both))
+    assert robust[tube].any() and (robust <= both).all()
+    from skimage.morphology import skeletonize
+    assert np.array_equal(robust & other, skeletonize(both).astype(bool) & other)
+    res = cldice(tube, both, skeleton="robust")
+    assert res.skeleton_status == "ok"
+    assert res.tprec == 1.0 and res.value == pytest.approx(reference.cldice(tube, both, robust=True))
+    assert case_metrics(tube, both, metrics=["cldice"], skeleton="robust")["cldice"] == res.value
+    assert cldice_score(tube, both, skeleton="robust") == res.value
+    with pytest.raises(ValueError, match="skeleton"):
+        cldice(tube, both, skeleton="lee")
+    with pytest.raises(ValueError, match="skeleton"):
+        case_metrics(tube, both, skeleton="zhang")
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_robust_cldice_matches_whole_volume_reference(seed):
+    rng = np.random.default_rng(300 + seed)
+    p, r = random_blobs(rng, (18, 26, 22), 0.2, 1.0), random_blobs(rng, (18, 26, 22), 0.2, 1.0)
+    # add even-thickness boxes, whose skimage skeleton vanishes
+    p[2:6, 2:6, 2:12] = True
+    r[12:16, 18:22, 4:8] = True
+    expected = reference.cldice(p, r, robust=True)
+    assert cldice_score(p, r, skeleton="robust") == pytest.approx(expected, rel=1e-12)
+    ours = case_metrics(p, r, metrics=["cldice"], skeleton="robust", workers=2)
+    assert ours["cldice"] == pytest.approx(expected, rel=1e-12)
+
+
+# --- VOI and the Vesuvius score through the shared intermediates --------------------------
+
+@pytest.mark.parametrize("seed", range(3))
+def test_voi_matches_scikit_image(seed):
+    import cc3d
+    from skimage.metrics import variation_of_information as sk_voi
+
+    rng = np.random.default_rng(200 + seed)
+    shape = (14, 30, 26)
+    p = random_blobs(rng, shape, 0.15, 0.8)
+    r = random_blobs(rng, shape, 0.2, 1.2)
+    for conn in (26, 6):
+        # scikit-image returns (H(Y|X), H(X|Y)) for the labelings X, Y in this order
+        merge, split = sk_voi(cc3d.connected_components(p, connectivity=conn),
+                              cc3d.connected_components(r, connectivity=conn))
+        ours = variation_of_information(p, r, conn)
+        assert ours["voi_split"] == pytest.approx(split, abs=1e-12)
+        assert ours["voi_merge"] == pytest.approx(merge, abs=1e-12)
+    # masks in opposite corners: the crops do not overlap
+    a = np.zeros(shape, bool)
+    b = np.zeros(shape, bool)
+    a[:3, :4, :4] = True
+    b[-3:, -4:, -5:] = True
+    b[-1, 0, 0] = True
+    expected = sk_voi(cc3d.connected_components(a), cc3d.connected_components(b)).sum()
+    assert variation_of_information(a, b)["voi"] == pytest.approx(expected, abs=1e-12)
+    p2, r2 = random_blobs(rng, (40, 36), 0.3, 1.0), random_blobs(rng, (40, 36), 0.3, 1.0)
+    expected = sk_voi(cc3d.connected_components(p2, connectivity=8),
+                      cc3d.connected_components(r2, connectivity=8)).sum()
+    assert variation_of_information(p2, r2)["voi"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_case_metrics_vesuvius_equals_direct_score():
+    rng = np.random.default_rng(17)
+    p, r = random_blobs(rng, (12, 20, 18), 0.2, 1.0), random_blobs(rng, (12, 20, 18), 0.2, 1.0)
+    sp = (1.2, 0.8, 0.8)
+    res = case_metrics(p, r, sp, metrics=["vesuvius_score", "nsd"], connectivity=6)
+    assert res["vesuvius_score"] == pytest.approx(vesuvius_score(p, r, sp, connectivity=6)["vesuvius_score"],
+                                                  rel=1e-12)
+    empty = np.zeros_like(p)
+    assert case_metrics(empty, empty, metrics=["vesuvius_score"])["vesuvius_score"] == \
+        pytest.approx(vesuvius_score(empty, empty)["vesuvius_score"])
+    assert case_metrics(p, empty, metrics=["vesuvius_score"])["vesuvius_score"] == \
+        pytest.approx(vesuvius_score(p, empty)["vesuvius_score"])

@@ -1,6 +1,6 @@
-"""The fast paths give exactly the straightforward results: grouped and parallel thinning,
-overlapping skeleton work with the other metrics, the k-d tree distances on noisy anisotropic
-pairs."""
+"""The fast paths give exactly the straightforward results: grouped, merged and parallel
+thinning, tiny components left out of the thinning, the robust skeleton per job, overlapping
+skeleton work with the other metrics, the k-d tree distances on noisy anisotropic pairs."""
 import multiprocessing
 
 import numpy as np
@@ -13,6 +13,7 @@ from nnunet_ext.evaluation import (
     case_metrics, skeletonize_mask, skeletonize_masks, start_skeletons, surface_metrics,
 )
 from nnunet_ext.evaluation import skeleton as skeleton_module
+from nnunet_ext.evaluation._prepared import prepare_mask
 
 
 def _blobs(rng, shape, fraction, sigma):
@@ -40,15 +41,24 @@ def test_grouped_thinning_equals_whole_volume_3d(seed, monkeypatch):
     m = _tubes_and_blobs(rng, (30, 70, 64))
     whole = skeletonize(m).astype(bool)
     assert np.array_equal(skeletonize_mask(m), whole)
-    # small cells and a small size limit: many groups, group boxes overlapping other components
+    # small cells, a small size limit and no merging: many groups, group boxes overlapping
+    # other components
     monkeypatch.setattr(skeleton_module, "_CELL", 8)
     monkeypatch.setattr(skeleton_module, "_SMALL_BOX", 7 ** 3)
-    labels, jobs = skeleton_module._thinning_jobs(m)
-    assert len(jobs) > 10 and any(len(ks) > 1 for _, ks, _ in jobs)
-    assert any(np.count_nonzero(skeleton_module._job_mask(labels, box, ks)) < 50
-               for box, ks, _ in jobs)
+    monkeypatch.setattr(skeleton_module, "_CALL_COST", -10 ** 9)
+    prep = prepare_mask(m)
+    jobs, fixed = skeleton_module._plan(prep, 0)
+    assert len(jobs) > 10 and any(len(job.ks) > 1 for job in jobs)
+    assert any(np.count_nonzero(skeleton_module._job_mask(prep, job.box, job.ks)) < 50
+               for job in jobs)
     assert np.array_equal(skeletonize_mask(m), whole)
     assert np.array_equal(skeletonize_mask(m, workers=2), whole)
+    # merging everything that saves scanned volume: fewer, larger jobs, the same skeleton
+    monkeypatch.setattr(skeleton_module, "_CALL_COST", 10 ** 6)
+    merged, _ = skeleton_module._plan(prep, 0)
+    assert len(merged) < len(jobs)
+    assert np.array_equal(skeletonize_mask(m), whole)
+    assert np.array_equal(skeletonize_mask(m, workers=3), whole)
 
 
 def test_grouped_thinning_equals_whole_image_2d(monkeypatch):
@@ -119,3 +129,104 @@ def test_workers_inside_a_pool_worker_run_in_that_process():
         daemon, skel = pool.apply(_skeleton_in_pool_worker, (m,))
     assert daemon
     assert np.array_equal(skel, skeletonize(m).astype(bool))
+
+
+def test_tiny_components_are_their_own_skeleton():
+    # every single voxel and every 26-/8-connected pair, beside larger components: the ones
+    # left out of the thinning keep exactly scikit-image's result
+    offsets3 = [(a, b, c) for a in (0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1)
+                if (a, b, c) > (0, 0, 0)]
+    m = np.zeros((8, 40, 40), bool)
+    for i, off in enumerate(offsets3):
+        y, x = 3 + 4 * (i // 8), 3 + 4 * (i % 8)
+        m[2, y, x] = m[2 + off[0], y + off[1], x + off[2]] = True
+    m[6, 2, 2] = True
+    m[5:8, 30:37, 30:37] = True
+    prep = prepare_mask(m)
+    jobs, fixed = skeleton_module._plan(prep, 0)
+    assert len(fixed) == 2 * len(offsets3) + 1
+    assert np.array_equal(skeletonize_mask(m), skeletonize(m).astype(bool))
+    m2 = np.zeros((30, 30), bool)
+    for i, off in enumerate([(0, 1), (1, -1), (1, 0), (1, 1)]):
+        m2[3 + 5 * i, 3] = m2[3 + 5 * i + off[0], 3 + off[1]] = True
+    m2[3, 20] = True
+    m2[10:20, 15:25] = True
+    assert np.array_equal(skeletonize_mask(m2), skeletonize(m2).astype(bool))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_robust_skeleton_per_job_equals_whole_volume(workers):
+    from nnunet_ext.targets.ground_truth import _skeleton
+
+    rng = np.random.default_rng(21)
+    m = _tubes_and_blobs(rng, (24, 48, 44))
+    m[:4, :4, 10:30] = True     # an even-thickness tube on the array's edge (vanishes)
+    m[10:14, 20:24, -12:] = True  # another one reaching the last plane
+    whole = _skeleton(m)
+    assert np.array_equal(skeletonize_mask(m, workers=workers, skeleton="robust"), whole)
+    m2 = _blobs(rng, (60, 70), 0.3, 1.5)
+    m2[:2, :2] = True
+    assert np.array_equal(skeletonize_mask(m2, workers=workers, skeleton="robust"), _skeleton(m2))
+
+
+def _failing_thin(mask, method):
+    raise ValueError("thinning failed on purpose")
+
+
+def test_worker_errors_propagate_and_leave_no_processes(monkeypatch):
+    rng = np.random.default_rng(4)
+    a = _tubes_and_blobs(rng, (16, 40, 36))
+    monkeypatch.setattr(skeleton_module, "_thin", _failing_thin)
+    with pytest.raises((ValueError, RuntimeError), match="on purpose"):
+        skeletonize_masks([a, a], workers=2)
+    with pytest.raises((ValueError, RuntimeError), match="on purpose"):
+        case_metrics(a, a, metrics=["cldice", "hd95"], workers=2)
+    assert multiprocessing.active_children() == []
+
+
+def test_voi_pair_counts_without_a_dense_table():
+    from nnunet_ext.evaluation.voi import _pair_counts
+
+    a = np.array([1, 5_000_000, 5_000_000, 7], np.int64)
+    b = np.array([3, 9_000, 9_000, 1], np.int64)
+    assert sorted(_pair_counts(a, b, 10_000).tolist()) == [1, 1, 2]
+
+
+def test_case_metrics_2d_parallel_equals_reference():
+    rng = np.random.default_rng(12)
+    ref = _blobs(rng, (90, 100), 0.25, 1.5)
+    pred = np.roll(ref, 2, axis=1) | _blobs(rng, (90, 100), 0.05, 1.0)
+    sp = (0.8, 0.6)
+    names = ["assd", "hd", "hd95", "nsd", "cldice", "betti_0_error", "betti_1_error", "voi"]
+    serial = case_metrics(pred, ref, sp, metrics=names, tolerance=0.9)
+    assert case_metrics(pred, ref, sp, metrics=names, tolerance=0.9, workers=2) == serial
+    expected = reference.surface(pred, ref, sp, tolerance=0.9)
+    for k in ("assd", "hd", "hd95", "nsd"):
+        assert serial[k] == pytest.approx(expected[k], rel=1e-12, abs=1e-12), k
+    assert serial["cldice"] == pytest.approx(reference.cldice(pred, ref), rel=1e-12)
+    bp, br = reference.betti(pred), reference.betti(ref)
+    assert serial["betti_0_error"] == abs(bp[0] - br[0])
+    assert serial["betti_1_error"] == abs(bp[1] - br[1])
+    assert multiprocessing.active_children() == []
+
+
+def test_distance_transform_on_the_box_of_both_borders_is_exact():
+    # the argument for restricting a distance transform (not used: the k-d tree is faster when
+    # the prediction is spread over the volume): every border voxel of the other mask lies in
+    # the bounding box of both borders, so the transform over that box, without a margin, gives
+    # the whole-volume distances
+    rng = np.random.default_rng(31)
+    shape = (20, 50, 46)
+    a = np.zeros(shape, bool)
+    b = np.zeros(shape, bool)
+    a[3:9, 5:20, 30:40] = _blobs(rng, (6, 15, 10), 0.5, 1.0)
+    b[12:18, 25:45, 4:16] = _blobs(rng, (6, 20, 12), 0.5, 1.0)
+    sp = (1.5, 0.7, 0.9)
+    ba, bb = reference.border(a), reference.border(b)
+    box = tuple(slice(min(x.min(), y.min()), max(x.max(), y.max()) + 1)
+                for x, y in zip(np.nonzero(ba), np.nonzero(bb)))
+    whole = ndimage.distance_transform_edt(~bb, sampling=sp)[ba]
+    cropped = ndimage.distance_transform_edt(~bb[box], sampling=sp)[ba[box]]
+    assert np.array_equal(whole, cropped)
+    ours = surface_metrics(a, b, sp)
+    assert ours.hd == pytest.approx(max(whole.max(), reference.directed_distances(b, a, sp).max()))

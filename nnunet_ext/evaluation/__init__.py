@@ -14,7 +14,8 @@ from .overlap import (
     precision_score, recall_score,
 )
 from .skeleton import (
-    CLDiceResult, cldice, cldice_score, skeletonize_mask, skeletonize_masks, start_skeletons,
+    SKELETON_METHODS, CLDiceResult, cldice, cldice_score, skeletonize_mask, skeletonize_masks,
+    start_skeletons,
 )
 from .stats import bootstrap_ci, paired_bootstrap, summarize
 from .surface import (
@@ -32,8 +33,8 @@ __all__ = [
     "compare_results", "read_metrics_csv", "write_comparison",
     "confusion_counts", "dice_score", "iou_score", "precision_score", "recall_score",
     "foreground_fraction", "overlap_metrics",
-    "CLDiceResult", "cldice", "cldice_score", "skeletonize_mask", "skeletonize_masks",
-    "start_skeletons",
+    "SKELETON_METHODS", "CLDiceResult", "cldice", "cldice_score", "skeletonize_mask",
+    "skeletonize_masks", "start_skeletons",
     "bootstrap_ci", "summarize", "paired_bootstrap",
     "SurfaceMetrics", "surface_metrics", "surface_distances", "border_mask", "max_distance",
     "hausdorff_distance", "hd95", "assd", "masd", "normalized_surface_dice",

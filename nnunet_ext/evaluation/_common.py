@@ -52,12 +52,16 @@ def check_spacing(spacing: Optional[Sequence[float]], ndim: int) -> Tuple[float,
 
 def empty_status(pred: np.ndarray, ref: np.ndarray) -> str:
     """Return which of the two masks is empty: one of ``ok``, ``both_empty``, ``pred_empty``, ``ref_empty``."""
-    p_any, r_any = bool(pred.any()), bool(ref.any())
-    if p_any and r_any:
+    return status_from_counts(int(pred.any()), int(ref.any()))
+
+
+def status_from_counts(n_pred: int, n_ref: int) -> str:
+    """:func:`empty_status` from the foreground voxel counts of the two masks."""
+    if n_pred and n_ref:
         return OK
-    if not p_any and not r_any:
+    if not n_pred and not n_ref:
         return BOTH_EMPTY
-    return PRED_EMPTY if not p_any else REF_EMPTY
+    return PRED_EMPTY if not n_pred else REF_EMPTY
 
 
 def bounding_box(*masks: np.ndarray, pad: int = 0) -> Optional[Tuple[slice, ...]]:
@@ -84,6 +88,79 @@ def bounding_box(*masks: np.ndarray, pad: int = 0) -> Optional[Tuple[slice, ...]
 def crop_padded(mask: np.ndarray, box: Tuple[slice, ...]) -> np.ndarray:
     """Crop ``mask`` to ``box`` and surround the crop with one layer of background."""
     return np.pad(mask[box], 1, mode="constant", constant_values=False)
+
+
+def full_connectivity(ndim: int) -> int:
+    """The full (vertex) connectivity of a 2D or 3D voxel grid: 8 or 26."""
+    return 26 if ndim == 3 else 8
+
+
+def padded_crop(mask: np.ndarray) -> Tuple[np.ndarray, Tuple[int, ...]]:
+    """The mask's bounding box surrounded by one layer of background, and its origin.
+
+    Parameters
+    ----------
+    mask : ndarray of bool, shape (*S), 2D or 3D
+
+    Returns
+    -------
+    crop : ndarray of bool, shape (*B + 2)
+        ``mask[box]`` padded by one background voxel on every side (B: the box's extent); an
+        all-background array of shape (3, ...) for an empty mask. Every axis has length >= 3.
+    origin : tuple of int
+        Array coordinates of ``crop[0, ..., 0]`` (each box start minus one, so -1 where the box
+        touches the array's start): array coordinates = crop coordinates + ``origin``.
+    """
+    box = bounding_box(mask)
+    if box is None:
+        return np.zeros((3,) * mask.ndim, dtype=bool), (-1,) * mask.ndim
+    return crop_padded(mask, box), tuple(s.start - 1 for s in box)
+
+
+def label_components(crop: np.ndarray, connectivity: int) -> Tuple[np.ndarray, int]:
+    """Connected-component labels (cc3d) of a padded crop and their number.
+
+    ``crop`` must have every axis of length >= 2 (cc3d 4.1 fails on an axis of length 1 under
+    26-connectivity); :func:`padded_crop` guarantees it. Labels are 1..n, background 0.
+    """
+    import cc3d
+
+    labels, n = cc3d.connected_components(crop, connectivity=connectivity, return_N=True)
+    return labels, int(n)
+
+
+def nonzero_coordinates(array: np.ndarray, origin: Sequence[int]) -> np.ndarray:
+    """Array coordinates (n, ndim), int64, of the non-zero elements of a crop whose element 0
+    lies at array coordinates ``origin`` (``np.argwhere`` + ``origin``, faster for sparse
+    crops)."""
+    flat = np.flatnonzero(array)
+    coords = np.stack(np.unravel_index(flat, array.shape), axis=1) if flat.size else \
+        np.zeros((0, array.ndim), dtype=np.int64)
+    coords += np.asarray(origin, dtype=coords.dtype)
+    return coords
+
+
+def inside_values(array: np.ndarray, origin: Sequence[int], coords: np.ndarray, fill=0) -> np.ndarray:
+    """Values of a cropped array at array coordinates.
+
+    Parameters
+    ----------
+    array : ndarray, shape (*C)
+        A crop of a larger array whose element 0 lies at array coordinates ``origin``.
+    coords : ndarray of int, shape (n, ndim)
+        Array coordinates.
+    fill
+        Value for coordinates outside the crop.
+
+    Returns
+    -------
+    ndarray, shape (n,), dtype of ``array``
+    """
+    local = coords - np.asarray(origin, dtype=coords.dtype)
+    inside = np.all((local >= 0) & (local < np.asarray(array.shape)), axis=1)
+    out = np.full(len(coords), fill, dtype=array.dtype)
+    out[inside] = array[tuple(local[inside].T)]
+    return out
 
 
 def harmonic_mean(a: float, b: float) -> float:

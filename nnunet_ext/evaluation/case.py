@@ -5,13 +5,19 @@ from typing import Dict, Iterable, Optional, Sequence
 
 import numpy as np
 
-from ._common import OK, check_pair, check_spacing, empty_status
+from ._common import BOTH_EMPTY, OK, check_pair, check_spacing, empty_status
+from ._prepared import prepare_mask
 from .overlap import overlap_metrics
-from .skeleton import cldice, start_skeletons
-from .surface import surface_metrics
-from .topology import betti_numbers
-from .vesuvius import vesuvius_score
-from .voi import variation_of_information
+from .skeleton import (
+    check_skeleton_method, cldice, cldice_from_skeletons, start_skeleton_coordinates,
+)
+from .surface import metrics_from_distances, surface_metrics_prepared
+from .topology import betti_numbers_prepared
+from .vesuvius import vesuvius_from_parts
+from .voi import voi_prepared
+
+#: NSD tolerance of the Vesuvius score (units of the spacing)
+VESUVIUS_TOLERANCE = 2.0
 
 #: metric name -> True if higher is better
 METRICS: Dict[str, bool] = {
@@ -54,8 +60,13 @@ def case_metrics(
     empty_distance: Optional[float] = None,
     connectivity: Optional[int] = None,
     workers: int = 1,
+    skeleton: str = "skimage",
 ) -> Dict[str, object]:
     """Compute the requested metrics for one pair of masks.
+
+    Each mask is cropped to its bounding box and labelled once; the surface metrics share one
+    pair of border-distance arrays, Betti numbers, VOI and the skeleton jobs share the component
+    labels.
 
     Parameters
     ----------
@@ -73,14 +84,20 @@ def case_metrics(
     connectivity : int, optional
         Foreground connectivity for Betti numbers and VOI (26 / 8 by default).
     workers : int
-        Threads for the surface-distance queries and processes for the skeleton thinning
-        (thinning stays in this process inside a pool worker). Results do not depend on it.
+        Processes for the skeleton thinning (``workers - 1`` forked ones start at once, this
+        one joins in after the other metrics; inside a pool worker all runs here) and threads
+        for the surface-distance queries. Results do not depend on it.
+    skeleton : {"skimage", "robust"}
+        Skeleton of clDice: scikit-image's (MetricsReloaded's, default) or with the deepest
+        voxels of every component whose skeleton vanished (``docs/metrics.md``).
 
     Returns
     -------
     dict
-        ``status`` (``ok`` / ``both_empty`` / ``pred_empty`` / ``ref_empty``) and one finite
-        float per requested metric. 2D masks have no ``betti_2_error`` (reported as 0).
+        ``status`` (``ok`` / ``both_empty`` / ``pred_empty`` / ``ref_empty``), one finite float
+        per requested metric and, with ``cldice``, ``skeleton_status`` (``ok`` /
+        ``pred_skeleton_empty`` / ``ref_skeleton_empty`` / ``both_skeletons_empty``). 2D masks
+        have no ``betti_2_error`` (reported as 0).
 
     Examples
     --------
@@ -92,40 +109,67 @@ def case_metrics(
     p, r = check_pair(pred, ref)
     sp = check_spacing(spacing, p.ndim)
     names = check_metric_names(metrics)
+    check_skeleton_method(skeleton)
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     want = set(names)
     out: Dict[str, object] = {"status": empty_status(p, r)}
-    values: Dict[str, float] = {}
+    values: Dict[str, object] = {}
     if want & _OVERLAP:
         values.update(overlap_metrics(p, r))
     voxel_volume = float(np.prod(sp))
     values["volume_pred"] = float(np.count_nonzero(p)) * voxel_volume if "volume_pred" in want else 0.0
     values["volume_ref"] = float(np.count_nonzero(r)) * voxel_volume if "volume_ref" in want else 0.0
+    if not want & (_SURFACE | _BETTI | {"voi", "cldice", "vesuvius_score"}):
+        return _finish(out, names, values)
+    labels = bool(want & (_BETTI | {"voi", "cldice", "vesuvius_score"}))
+    pp, pr = prepare_mask(p, labels), prepare_mask(r, labels)
     skeletons = None
     if "cldice" in want and out["status"] == OK:
-        # with workers > 1 the thinning runs in other processes while the metrics below are
+        # with workers > 1 the thinning starts in other processes while the metrics below are
         # computed here
-        skeletons = start_skeletons([p, r], workers=workers)
+        skeletons = start_skeleton_coordinates([pp, pr], workers=workers, method=skeleton)
     try:
-        if want & _SURFACE:
-            values.update({k: v for k, v in surface_metrics(
-                p, r, sp, tolerance=tolerance, percentile=percentile,
-                empty_distance=empty_distance, workers=workers).as_dict().items() if k != "status"})
-        if want & _BETTI:
-            bp = betti_numbers(p, connectivity)
-            br = betti_numbers(r, connectivity)
+        distances = None
+        if want & (_SURFACE | {"vesuvius_score"}):
+            sm, distances = surface_metrics_prepared(
+                pp, pr, sp, tolerance=tolerance, percentile=percentile,
+                empty_distance=empty_distance, workers=workers)
+            values.update({k: v for k, v in sm.as_dict().items() if k != "status"})
+        if want & (_BETTI | {"vesuvius_score"}):
+            bp = betti_numbers_prepared(pp, connectivity)
+            br = betti_numbers_prepared(pr, connectivity)
             for k in range(3):
                 values[f"betti_{k}_error"] = float(abs(bp[k] - br[k])) if k < len(bp) else 0.0
-        if "voi" in want:
-            values["voi"] = variation_of_information(p, r, connectivity)["voi"]
+        if want & {"voi", "vesuvius_score"}:
+            values["voi"] = voi_prepared(pp, pr, connectivity)["voi"]
         if "vesuvius_score" in want:
-            values["vesuvius_score"] = vesuvius_score(p, r, sp, connectivity=connectivity)["vesuvius_score"]
+            values["vesuvius_score"] = vesuvius_from_parts(
+                bp, br, _nsd_at(out["status"], distances, VESUVIUS_TOLERANCE),
+                values["voi"])["vesuvius_score"]
         if "cldice" in want:
-            sk = skeletons() if skeletons is not None else (None, None)
-            values["cldice"] = cldice(p, r, pred_skeleton=sk[0], ref_skeleton=sk[1]).value
+            if skeletons is None:
+                res = cldice(p, r)  # an empty mask: the convention's value, no thinning
+            else:
+                res = cldice_from_skeletons(pp, pr, *skeletons())
+                skeletons = None
+            values["cldice"] = res.value
+            out["skeleton_status"] = res.skeleton_status
     except BaseException:
         if skeletons is not None:
             skeletons(cancel=True)
         raise
+    return _finish(out, names, values)
+
+
+def _nsd_at(status: str, distances, tolerance: float) -> float:
+    """NSD at another tolerance from the directed distances of :func:`surface_metrics_prepared`."""
+    if status != OK:
+        return 1.0 if status == BOTH_EMPTY else 0.0
+    return metrics_from_distances(*distances, tolerance=tolerance).nsd
+
+
+def _finish(out: Dict[str, object], names, values: Dict[str, object]) -> Dict[str, object]:
     for name in names:
         out[name] = float(values[name])
     return out

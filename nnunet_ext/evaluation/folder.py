@@ -17,6 +17,7 @@ import numpy as np
 
 from ._common import STATUSES
 from .case import case_metrics, check_metric_names
+from .skeleton import SKELETON_STATUSES, check_skeleton_method
 from .stats import summarize
 
 _SPACING_RTOL = 1e-4
@@ -81,7 +82,7 @@ def _read(reader, path: str) -> Tuple[np.ndarray, Tuple[float, ...]]:
 
 def _evaluate_case(job) -> List[Dict[str, object]]:
     (case, pred_path, ref_path, reader_cls, classes, ignore, metrics, tolerance, percentile,
-     empty_distance) = job
+     empty_distance, skeleton) = job
     reader = reader_cls()
     ref, sp_ref = _read(reader, ref_path)
     pred, sp_pred = _read(reader, pred_path)
@@ -100,7 +101,8 @@ def _evaluate_case(job) -> List[Dict[str, object]]:
             p &= valid
             r &= valid
         res = case_metrics(p, r, sp_ref, metrics=metrics, tolerance=tolerance,
-                           percentile=percentile, empty_distance=empty_distance)
+                           percentile=percentile, empty_distance=empty_distance,
+                           skeleton=skeleton)
         rows.append({"case": case, "class": name, "labels": "+".join(map(str, values)), **res})
     return rows
 
@@ -144,6 +146,9 @@ def summarize_rows(rows: Sequence[Dict[str, object]], metrics: Sequence[str],
     for c in classes:
         cr = [table[(k, c)] for k in cases if (k, c) in table]
         entry = {"empty": {s: sum(1 for r in cr if r["status"] == s) for s in STATUSES}}
+        if any("skeleton_status" in r for r in cr):
+            entry["skeleton_empty"] = {s: sum(1 for r in cr if r.get("skeleton_status") == s)
+                                       for s in SKELETON_STATUSES}
         for m in metrics:
             entry[m] = summarize([r[m] for r in cr], confidence, n_resamples, seed)
         out["classes"][c] = entry
@@ -168,6 +173,7 @@ def evaluate_folders(
     progress: bool = True,
     only_predicted: bool = False,
     write: bool = True,
+    skeleton: str = "skimage",
 ) -> Tuple[List[Dict[str, object]], dict]:
     """Evaluate every reference case against the prediction with the same file name.
 
@@ -194,6 +200,9 @@ def evaluate_folders(
         Default: every reference case needs a prediction.
     write : bool
         Write the CSV and JSON files (default); ``False`` only returns them.
+    skeleton : {"skimage", "robust"}
+        Skeleton definition of clDice (:func:`nnunet_ext.evaluation.case_metrics`); with clDice
+        the CSV has a ``skeleton_status`` column.
 
     Returns
     -------
@@ -204,6 +213,7 @@ def evaluate_folders(
     from tqdm import tqdm
 
     names = check_metric_names(metrics)
+    check_skeleton_method(skeleton)
     dj = load_dataset_json(dataset_json)
     classes = classes_from_dataset_json(dj)
     ignore = _ignore_label(dj)
@@ -211,7 +221,8 @@ def evaluate_folders(
     files = _list_cases(pred_folder, ref_folder, fe, only_predicted)
     reader_cls = determine_reader_writer_from_dataset_json(dj, os.path.join(ref_folder, files[0]))
     jobs = [(f[: -len(fe)], os.path.join(pred_folder, f), os.path.join(ref_folder, f), reader_cls,
-             classes, ignore, names, tolerance, percentile, empty_distance) for f in files]
+             classes, ignore, names, tolerance, percentile, empty_distance, skeleton)
+            for f in files]
     rows: List[Dict[str, object]] = []
     bar = tqdm(total=len(jobs), desc="evaluating", unit="case", disable=not progress)
     if num_processes <= 1:
@@ -230,6 +241,7 @@ def evaluate_folders(
     summary = summarize_rows(rows, names, n_resamples=n_resamples, seed=seed)
     summary["settings"] = {"metrics": list(names), "nsd_tolerance": tolerance,
                            "hd_percentile": percentile,
+                           "skeleton": skeleton,
                            "empty_distance": "array diagonal" if empty_distance is None else empty_distance,
                            "ignore_label": ignore,
                            "classes": {n: list(v) for n, v in classes}}

@@ -1,43 +1,92 @@
 """Skeletons and centreline Dice (clDice).
 
 The skeleton is scikit-image's :func:`skimage.morphology.skeletonize` on the voxel grid (Lee's
-thinning in 3D, Zhang's in 2D). Thinning is local, so two components that do not touch (26- resp.
-8-connectivity) never influence each other: each component is thinned alone inside its own
-bounding box padded by one voxel (small components together with their neighbours, still whole
-components only), which gives the identical skeleton while skipping the empty space of the
-volume. The components of both masks of a pair can be thinned by several forked processes,
-while the caller computes other metrics (:func:`start_skeletons`).
+thinning in 3D, Zhang's in 2D), MetricsReloaded's definition. Thinning is local, so two
+components that do not touch (26- resp. 8-connectivity) never influence each other: the
+components are thinned in independent jobs, each holding whole components inside their common
+bounding box padded by one voxel, which gives the identical skeleton while skipping most of the
+empty space of the volume. Components of one or two voxels are their own skeleton and are not
+thinned at all. The jobs of both masks of a pair can be shared with forked processes while the
+caller computes other metrics (:func:`start_skeletons`).
+
+``skeleton="robust"`` replaces, per component, a skeleton that scikit-image's Lee thinning
+deletes completely (even-thickness boxes and tubes, scikit-image #3757) by the component's
+deepest voxels, as the training targets do (:mod:`nnunet_ext.targets.ground_truth`).
 """
 from __future__ import annotations
 
+import multiprocessing
+import queue
+import traceback
 from dataclasses import asdict, dataclass
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
-import cc3d
 import numpy as np
 from scipy import ndimage
 from skimage.morphology import skeletonize
 
-from ._common import BOTH_EMPTY, OK, as_mask, check_pair, empty_status, harmonic_mean
+from ._common import (
+    BOTH_EMPTY, OK, as_mask, check_pair, empty_status, harmonic_mean, inside_values,
+    nonzero_coordinates,
+)
+from ._prepared import PreparedMask, prepare_mask
 
+#: skeleton definitions: scikit-image's thinning as it is (MetricsReloaded), or with the deepest
+#: voxels of every component whose skeleton vanished
+SKELETON_METHODS = ("skimage", "robust")
 
-# Components whose padded bounding box has at most this many voxels are thinned together with
-# their neighbours (grouped by a coarse grid of cell size _CELL): a call per tiny component would
-# cost more in overhead than the thinning itself.
+# Components whose padded bounding box has at most this many voxels are first grouped with
+# their neighbours by a coarse grid of cell size _CELL: a call per tiny component would cost more
+# in overhead than the thinning itself.
 _SMALL_BOX = 32 ** 3
 _CELL = 64
+# Jobs are then merged greedily while a merge saves more scanned voxels (scikit-image scans the
+# whole box in every thinning step: ~3 ns per voxel and pass) than a call costs (~15 us, about
+# 1000 voxels of scanning); beyond _MAX_MERGE
+# jobs the merging is skipped (its cost grows with the square of the number of jobs).
+_CALL_COST = 1_000
+_MAX_MERGE = 2000
+
+# skeleton status of a pair (CLDiceResult.skeleton_status)
+SKELETON_OK = "ok"
+PRED_SKELETON_EMPTY = "pred_skeleton_empty"
+REF_SKELETON_EMPTY = "ref_skeleton_empty"
+BOTH_SKELETONS_EMPTY = "both_skeletons_empty"
+SKELETON_STATUSES = (SKELETON_OK, PRED_SKELETON_EMPTY, REF_SKELETON_EMPTY, BOTH_SKELETONS_EMPTY)
 
 
-def _thin(mask: np.ndarray) -> np.ndarray:
-    """Skeleton of a cropped mask padded here by one voxel of background."""
-    padded = np.pad(mask, 1, mode="constant", constant_values=False)
-    inner = tuple(slice(1, -1) for _ in range(padded.ndim))
-    return skeletonize(padded)[inner].astype(bool, copy=False)
+def check_skeleton_method(method: str) -> str:
+    if method not in SKELETON_METHODS:
+        raise ValueError(f"skeleton must be one of {SKELETON_METHODS}, got {method!r}")
+    return method
 
 
-def _job_mask(labels: np.ndarray, box, ks) -> np.ndarray:
-    """The components ``ks`` of ``labels`` inside ``box`` (everything else background)."""
-    crop = labels[box]
+def _thin(mask: np.ndarray, method: str) -> np.ndarray:
+    """Skeleton of a cropped mask whose outer layer is background (or the array's edge)."""
+    if method == "robust":
+        from nnunet_ext.targets.ground_truth import _skeleton
+
+        return _skeleton(mask)
+    return skeletonize(mask).astype(bool, copy=False)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """Thinning job: components ``ks`` of mask ``mask_index`` inside ``box`` (slices into the
+    mask's padded crop, one voxel of background around the components); ``scan`` is the box
+    volume, the cost estimate."""
+
+    mask_index: int
+    box: Tuple[slice, ...]
+    ks: Tuple[int, ...]
+    scan: int
+
+
+def _job_mask(prep: PreparedMask, box, ks) -> np.ndarray:
+    """The components ``ks`` of a prepared mask inside ``box`` (everything else background)."""
+    crop = prep.labels[box]
+    if len(ks) == prep.n_components:
+        return prep.crop[box]
     if len(ks) == 1:
         return crop == ks[0]
     select = np.zeros(int(max(ks)) + 1, dtype=bool)
@@ -45,121 +94,252 @@ def _job_mask(labels: np.ndarray, box, ks) -> np.ndarray:
     return select[np.minimum(crop, select.size - 1)] & (crop <= select.size - 1)
 
 
-def _run_job(all_labels, job):
-    i, box, ks, _ = job
-    return _thin(_job_mask(all_labels[i], box, ks))
+def _run_job(preps: Sequence[PreparedMask], job: _Job, method: str) -> np.ndarray:
+    """Array coordinates (n, ndim) of the skeleton voxels of one job."""
+    prep = preps[job.mask_index]
+    box = job.box
+    if method == "robust":
+        # the depth of the robust skeleton is scipy's distance to the nearest background voxel
+        # *inside the array* (the whole-volume definition): leave out the part of the padding
+        # layer that lies outside the array. Lee's thinning treats the outside as background
+        # either way.
+        box = tuple(slice(max(s.start, -o), min(s.stop, n - o))
+                    for s, o, n in zip(box, prep.origin, prep.shape))
+    return nonzero_coordinates(_thin(_job_mask(prep, box, job.ks), method),
+                               [s.start + o for s, o in zip(box, prep.origin)])
 
 
-# label arrays of the masks being thinned, inherited by forked worker processes (set by the
-# pool initializer, so only the small job descriptions travel between processes)
-_WORKER_LABELS = None
+def _volume(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    return np.prod(hi - lo + 2, axis=-1)
 
 
-def _init_worker(all_labels):
-    global _WORKER_LABELS
-    _WORKER_LABELS = all_labels
+def _merge(boxes: List[Tuple[slice, ...]], groups: List[List[int]]):
+    """Greedily merge jobs (boxes with their component lists) while the merged padded box is
+    smaller than the two boxes together plus one call's overhead (largest saving first)."""
+    lo = np.array([[s.start for s in b] for b in boxes], dtype=np.int64)
+    hi = np.array([[s.stop for s in b] for b in boxes], dtype=np.int64)
+    vol = _volume(lo, hi)
+    groups = [list(g) for g in groups]
+    saving = (vol[:, None] + vol[None, :] + _CALL_COST
+              - _volume(np.minimum(lo[:, None], lo[None]), np.maximum(hi[:, None], hi[None])))
+    saving = saving.astype(np.float64)
+    np.fill_diagonal(saving, -np.inf)
+    alive = np.ones(len(boxes), dtype=bool)
+    while True:
+        i, j = np.unravel_index(int(np.argmax(saving)), saving.shape)
+        if not saving[i, j] > 0:
+            break
+        lo[i], hi[i] = np.minimum(lo[i], lo[j]), np.maximum(hi[i], hi[j])
+        vol[i] = _volume(lo[i], hi[i])
+        groups[i] += groups[j]
+        alive[j] = False
+        saving[j, :] = saving[:, j] = -np.inf
+        row = vol[i] + vol + _CALL_COST - _volume(np.minimum(lo[i], lo), np.maximum(hi[i], hi))
+        row = np.where(alive, row, -np.inf)
+        row[i] = -np.inf
+        saving[i, :] = saving[:, i] = row
+    return [(tuple(slice(int(l), int(h)) for l, h in zip(lo[i], hi[i])), tuple(groups[i]))
+            for i in np.flatnonzero(alive)]
 
 
-def _run_job_in_worker(job):
-    return _run_job(_WORKER_LABELS, job)
-
-
-def _thinning_jobs(mask: np.ndarray):
-    """Connected-component labels of a mask and its independent thinning jobs
-    ``(box, component labels, box volume)``.
+def _plan(prep: PreparedMask, mask_index: int) -> Tuple[List[_Job], np.ndarray]:
+    """Thinning jobs of one prepared mask, and the array coordinates of the voxels of its
+    components of one or two voxels, which are their own skeleton: Lee's thinning keeps end
+    points (one neighbour) and isolated voxels (their removal changes the Euler number), Zhang's
+    deletes only pixels with two or more neighbours.
 
     Each job holds whole connected components (26- / 8-connectivity) and nothing else, so its
     skeleton equals the union of the components' own skeletons: thinning decides on a voxel
     from its 3x3(x3) neighbourhood, which never reaches into another component, and a component
     that stopped changing stays unchanged while others are still thinned.
     """
-    labels, n = cc3d.connected_components(mask, connectivity=26 if mask.ndim == 3 else 8,
-                                          return_N=True)
-    if n == 0:
-        return labels, []
-    jobs, cells = [], {}
-    for k, box in enumerate(ndimage.find_objects(labels), start=1):
+    fixed = []
+    singles, cells = [], {}
+    for k, box in enumerate(ndimage.find_objects(prep.labels), start=1):
         if box is None:
             continue
-        if np.prod([s.stop - s.start + 2 for s in box]) > _SMALL_BOX:
-            jobs.append((box, (k,)))
+        extent = [s.stop - s.start for s in box]
+        if max(extent) <= 2:
+            voxels = np.argwhere(prep.labels[box] == k)
+            if len(voxels) <= 2:
+                fixed.append(voxels + np.asarray([s.start for s in box]))
+                continue
+        if np.prod([e + 2 for e in extent]) > _SMALL_BOX:
+            singles.append((box, [k]))
         else:
             cells.setdefault(tuple(s.start // _CELL for s in box), []).append((box, k))
     for items in cells.values():
         box = tuple(slice(min(b[ax].start for b, _ in items), max(b[ax].stop for b, _ in items))
-                    for ax in range(mask.ndim))
-        jobs.append((box, tuple(k for _, k in items)))
-    return labels, [(box, ks, int(np.prod([s.stop - s.start for s in box]))) for box, ks in jobs]
+                    for ax in range(prep.ndim))
+        singles.append((box, [k for _, k in items]))
+    if 1 < len(singles) <= _MAX_MERGE:
+        singles = _merge([b for b, _ in singles], [g for _, g in singles])
+    # grow every box by the one voxel of background the thinning needs around the components
+    # (inside the crop, which has that layer around all components)
+    boxes = [tuple(slice(s.start - 1, s.stop + 1) for s in box) for box, _ in singles]
+    jobs = [_Job(mask_index, box, tuple(sorted(ks)), int(np.prod([s.stop - s.start for s in box])))
+            for box, (_, ks) in zip(boxes, singles)]
+    coords = (np.concatenate(fixed) if fixed else np.zeros((0, prep.ndim), np.int64))
+    coords = coords + np.asarray(prep.origin, dtype=np.int64)
+    return jobs, coords
 
 
 def _can_fork_workers() -> bool:
-    import multiprocessing
-
     return (not multiprocessing.current_process().daemon
             and "fork" in multiprocessing.get_all_start_methods())
 
 
-def start_skeletons(masks, workers: int = 1):
-    """Start thinning several masks and return a function that waits for and returns their
-    skeletons (a list, one per mask, as :func:`skeletonize_masks`).
+def _claim(counter) -> int:
+    with counter.get_lock():
+        i = counter.value
+        counter.value = i + 1
+    return i
 
-    With ``workers > 1`` the thinning runs in ``workers`` forked processes while the caller
-    goes on with other work (:func:`nnunet_ext.evaluation.case_metrics` computes the surface and
-    topology metrics meanwhile); otherwise it runs in this process when the returned function is
-    called. The returned function must be called exactly once (it also shuts the processes
-    down); ``finish(cancel=True)`` stops the thinning and returns ``None``.
+
+def _worker(preps, jobs, method, counter, results) -> None:
+    """Forked process: claim jobs until none are left, send ``(job index, coordinates)``, then
+    ``None``; an exception is sent as ``("error", traceback)``."""
+    try:
+        while True:
+            i = _claim(counter)
+            if i >= len(jobs):
+                break
+            results.put((i, _run_job(preps, jobs[i], method)))
+    except BaseException:  # report, the parent raises
+        results.put(("error", traceback.format_exc()))
+    finally:
+        results.put(None)
+
+
+def start_skeleton_coordinates(preps: Sequence[PreparedMask], workers: int = 1,
+                               method: str = "skimage"):
+    """Start thinning prepared masks (labels computed); return ``finish()``, which returns the
+    array coordinates of every mask's skeleton voxels (a list of (n_i, ndim) int arrays, in an
+    order that depends on the job split; the sets do not).
+
+    With ``workers > 1``, ``workers - 1`` forked processes start on the jobs (largest first) at
+    once, and the caller joins in when it calls ``finish()``: jobs are claimed one at a time
+    from a shared counter, so the work spreads over all processes however long the caller was
+    busy. Otherwise (or inside a daemonic process, or without ``fork``) all jobs run in
+    ``finish()``. ``finish(cancel=True)`` stops the processes and returns ``None``; ``finish``
+    must be called exactly once.
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
-    arrays = [as_mask(m, f"masks[{i}]") for i, m in enumerate(masks)]
-    all_labels, jobs = [], []
-    for i, m in enumerate(arrays):
-        if m.any():
-            labels, mask_jobs = _thinning_jobs(m)
-            jobs.extend((i, box, ks, size) for box, ks, size in mask_jobs)
-        else:
-            labels = None
-        all_labels.append(labels)
+    check_skeleton_method(method)
+    jobs, fixed = [], []
+    for i, prep in enumerate(preps):
+        if prep.n_voxels == 0:
+            fixed.append(np.zeros((0, prep.ndim), np.int64))
+            continue
+        mask_jobs, coords = _plan(prep, i)
+        jobs.extend(mask_jobs)
+        fixed.append(coords)
     # largest first, so that parallel workers finish at about the same time
-    jobs.sort(key=lambda j: -j[3])
+    jobs.sort(key=lambda j: -j.scan)
+    if method == "robust":  # import before forking (it loads torch through nnunet_ext.targets)
+        import nnunet_ext.targets.ground_truth  # noqa: F401
 
-    def assemble(results):
-        outs = [np.zeros(m.shape, dtype=bool) for m in arrays]
-        for (i, box, _, _), skel in zip(jobs, results):
-            outs[i][box] |= skel
-        return outs
+    def assemble(results: Dict[int, np.ndarray]):
+        parts = [[c] for c in fixed]
+        for i, job in enumerate(jobs):
+            parts[job.mask_index].append(results[i])
+        return [np.concatenate(p).astype(np.int64, copy=False) for p in parts]
 
     if workers == 1 or len(jobs) < 2 or not _can_fork_workers():
         def run_here(cancel: bool = False):
-            return None if cancel else assemble([_run_job(all_labels, job) for job in jobs])
+            if cancel:
+                return None
+            return assemble({i: _run_job(preps, job, method) for i, job in enumerate(jobs)})
 
         return run_here
-    import multiprocessing
 
-    pool = multiprocessing.get_context("fork").Pool(
-        min(workers, len(jobs)), initializer=_init_worker, initargs=(all_labels,))
+    ctx = multiprocessing.get_context("fork")
+    counter = ctx.Value("q", 0)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(preps, jobs, method, counter, results), daemon=True)
+             for _ in range(min(workers - 1, len(jobs) - 1))]
     try:
-        pending = pool.map_async(_run_job_in_worker, jobs, chunksize=1)
+        for p in procs:
+            p.start()
     except BaseException:
-        pool.terminate()
+        _stop(procs)
         raise
 
     def finish(cancel: bool = False):
         if cancel:
-            pool.terminate()
-            pool.join()
+            _stop(procs)
             return None
         try:
-            results = pending.get()
+            done: Dict[int, np.ndarray] = {}
+            while True:
+                i = _claim(counter)
+                if i >= len(jobs):
+                    break
+                done[i] = _run_job(preps, jobs[i], method)
+            running = len(procs)
+            while running:
+                try:
+                    msg = results.get(timeout=1.0)
+                except queue.Empty:
+                    if any(p.exitcode not in (None, 0) for p in procs):
+                        raise RuntimeError("a skeleton worker process died") from None
+                    continue
+                if msg is None:
+                    running -= 1
+                elif msg[0] == "error":
+                    raise RuntimeError(f"skeleton worker failed:\n{msg[1]}")
+                else:
+                    done[msg[0]] = msg[1]
+            for p in procs:
+                p.join()
         finally:
-            pool.terminate()
-            pool.join()
-        return assemble(results)
+            _stop(procs)
+        return assemble(done)
 
     return finish
 
 
-def skeletonize_masks(masks, workers: int = 1):
+def _stop(procs) -> None:
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        if p.pid is not None:
+            p.join()
+
+
+def _to_arrays(coords: Sequence[np.ndarray], shapes) -> List[np.ndarray]:
+    outs = []
+    for c, shape in zip(coords, shapes):
+        out = np.zeros(shape, dtype=bool)
+        out[tuple(c.T)] = True
+        outs.append(out)
+    return outs
+
+
+def start_skeletons(masks, workers: int = 1, skeleton: str = "skimage"):
+    """Start thinning several masks and return a function that waits for and returns their
+    skeletons (a list, one per mask, as :func:`skeletonize_masks`).
+
+    With ``workers > 1`` the thinning starts in ``workers - 1`` forked processes while the
+    caller goes on with other work, and the caller joins in when it calls the returned
+    function; otherwise it runs when the returned function is called. The returned function
+    must be called exactly once; ``finish(cancel=True)`` stops the thinning and returns
+    ``None``.
+    """
+    arrays = [as_mask(m, f"masks[{i}]") for i, m in enumerate(masks)]
+    check_skeleton_method(skeleton)
+    coords = start_skeleton_coordinates([prepare_mask(m) for m in arrays], workers, skeleton)
+
+    def finish(cancel: bool = False):
+        c = coords(cancel=cancel)
+        return None if c is None else _to_arrays(c, [m.shape for m in arrays])
+
+    return finish
+
+
+def skeletonize_masks(masks, workers: int = 1, skeleton: str = "skimage"):
     """Skeletons of several masks (see :func:`skeletonize_mask`), the thinning of all their
     components shared among ``workers`` processes.
 
@@ -170,21 +350,27 @@ def skeletonize_masks(masks, workers: int = 1):
         Processes for the thinning (1: in this process). Inside a daemonic process (e.g. a
         worker of a multiprocessing pool), or where ``fork`` is unavailable, the thinning runs
         in this process.
+    skeleton : {"skimage", "robust"}
+        scikit-image's skeleton, or with the deepest voxels of every component whose skeleton
+        vanished.
 
     Returns
     -------
     list of ndarray of bool, one skeleton per mask.
     """
-    return start_skeletons(masks, workers)()
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    return start_skeletons(masks, workers, skeleton)()
 
 
-def skeletonize_mask(mask: np.ndarray, workers: int = 1) -> np.ndarray:
+def skeletonize_mask(mask: np.ndarray, workers: int = 1, skeleton: str = "skimage") -> np.ndarray:
     """Topological skeleton of a 2D or 3D mask (Lee in 3D, Zhang in 2D).
 
     Equal to scikit-image's ``skeletonize`` of the whole array, but computed per connected
     component inside its bounding box padded by one voxel (small neighbouring components
     together), so the empty space of the volume is never scanned; ``workers`` processes share
-    the components.
+    the components. ``skeleton="robust"``: as the training targets, a component whose skeleton
+    vanished is represented by its deepest voxels.
 
     Examples
     --------
@@ -192,7 +378,7 @@ def skeletonize_mask(mask: np.ndarray, workers: int = 1) -> np.ndarray:
     >>> int(skeletonize_mask(m).sum())
     6
     """
-    return skeletonize_masks([mask], workers=workers)[0]
+    return skeletonize_masks([mask], workers=workers, skeleton=skeleton)[0]
 
 
 @dataclass(frozen=True)
@@ -205,23 +391,46 @@ class CLDiceResult:
     tprec : fraction of the prediction's skeleton inside the reference mask
     tsens : fraction of the reference's skeleton inside the predicted mask
     status : ``ok``, ``both_empty``, ``pred_empty`` or ``ref_empty``
+    skeleton_status : ``ok``, ``pred_skeleton_empty``, ``ref_skeleton_empty`` or
+        ``both_skeletons_empty``: a non-empty mask whose whole skeleton vanished (its own voxels
+        then stand in for the skeleton)
     """
 
     value: float
     tprec: float
     tsens: float
     status: str
+    skeleton_status: str = SKELETON_OK
 
     def as_dict(self) -> Dict[str, object]:
         return asdict(self)
 
 
-def _fraction_inside(skel: np.ndarray, mask: np.ndarray, fallback: np.ndarray) -> float:
-    # a non-empty mask whose skeleton vanished (Zhang thinning can erase a 2x2 block) is
-    # represented by its own voxels
-    if not skel.any():
-        skel = fallback
-    return float(np.count_nonzero(skel & mask)) / float(np.count_nonzero(skel))
+def _skeleton_status(pred_vanished: bool, ref_vanished: bool) -> str:
+    if pred_vanished and ref_vanished:
+        return BOTH_SKELETONS_EMPTY
+    if pred_vanished:
+        return PRED_SKELETON_EMPTY
+    return REF_SKELETON_EMPTY if ref_vanished else SKELETON_OK
+
+
+def _fraction_inside(skel: np.ndarray, other: PreparedMask, own: PreparedMask) -> float:
+    """Fraction of the skeleton voxels (array coordinates) inside ``other``; a non-empty mask
+    whose skeleton vanished is represented by its own voxels."""
+    if len(skel) == 0:
+        skel = nonzero_coordinates(own.crop, own.origin)
+    inside = inside_values(other.crop, other.origin, skel, fill=False)
+    return float(np.count_nonzero(inside)) / float(len(skel))
+
+
+def cldice_from_skeletons(pp: PreparedMask, pr: PreparedMask, sk_pred: np.ndarray,
+                          sk_ref: np.ndarray) -> CLDiceResult:
+    """clDice of two prepared, non-empty masks from the array coordinates (n, ndim) of their
+    skeleton voxels."""
+    tprec = _fraction_inside(sk_pred, pr, pp)
+    tsens = _fraction_inside(sk_ref, pp, pr)
+    return CLDiceResult(harmonic_mean(tprec, tsens), tprec, tsens, OK,
+                        _skeleton_status(len(sk_pred) == 0, len(sk_ref) == 0))
 
 
 def cldice(
@@ -230,8 +439,9 @@ def cldice(
     pred_skeleton: Optional[np.ndarray] = None,
     ref_skeleton: Optional[np.ndarray] = None,
     workers: int = 1,
+    skeleton: str = "skimage",
 ) -> CLDiceResult:
-    """Centreline Dice (Shit et al., CVPR 2021) with its two components and an empty flag.
+    """Centreline Dice (Shit et al., CVPR 2021) with its two components and empty flags.
 
     ``tprec = |S(P) ∩ R| / |S(P)|``, ``tsens = |S(R) ∩ P| / |S(R)|``,
     ``clDice = 2 tprec tsens / (tprec + tsens)``.
@@ -243,12 +453,17 @@ def cldice(
         Precomputed skeletons (:func:`skeletonize_mask`), to reuse them across metrics.
     workers : int
         Processes sharing the thinning of both masks (:func:`skeletonize_masks`).
+    skeleton : {"skimage", "robust"}
+        Skeleton definition: scikit-image's (MetricsReloaded's, default), or with the deepest
+        voxels of every component whose skeleton vanished (as the training targets).
 
     Returns
     -------
     CLDiceResult
         Both empty → value 1 (status ``both_empty``); one empty → 0 (``pred_empty`` /
-        ``ref_empty``); non-overlapping non-empty masks → 0. Never NaN.
+        ``ref_empty``); non-overlapping non-empty masks → 0. A non-empty mask whose skeleton
+        vanished completely is represented by its own voxels (``skeleton_status`` says so;
+        MetricsReloaded returns NaN there). Never NaN.
 
     Examples
     --------
@@ -257,24 +472,25 @@ def cldice(
     1.0
     """
     p, r = check_pair(pred, ref)
+    check_skeleton_method(skeleton)
     status = empty_status(p, r)
     if status == BOTH_EMPTY:
         return CLDiceResult(1.0, 1.0, 1.0, status)
     if status != OK:
         return CLDiceResult(0.0, 0.0, 0.0, status)
+    for name, sk in (("pred_skeleton", pred_skeleton), ("ref_skeleton", ref_skeleton)):
+        if sk is not None and np.shape(sk) != p.shape:
+            raise ValueError(f"{name} has shape {np.shape(sk)}, the masks have shape {p.shape}")
     todo = [m for m, s in ((p, pred_skeleton), (r, ref_skeleton)) if s is None]
-    computed = iter(skeletonize_masks(todo, workers=workers))
-    sp = next(computed) if pred_skeleton is None else as_mask(pred_skeleton, "pred_skeleton")
-    sr = next(computed) if ref_skeleton is None else as_mask(ref_skeleton, "ref_skeleton")
-    for name, sk in (("pred_skeleton", sp), ("ref_skeleton", sr)):
-        if sk.shape != p.shape:
-            raise ValueError(f"{name} has shape {sk.shape}, the masks have shape {p.shape}")
-    tprec = _fraction_inside(sp, r, p)
-    tsens = _fraction_inside(sr, p, r)
-    return CLDiceResult(harmonic_mean(tprec, tsens), tprec, tsens, status)
+    preps = [prepare_mask(m) for m in todo]
+    computed = iter(start_skeleton_coordinates(preps, workers, skeleton)())
+    coords = [next(computed) if s is None else np.argwhere(as_mask(s, name))
+              for s, name in ((pred_skeleton, "pred_skeleton"), (ref_skeleton, "ref_skeleton"))]
+    return cldice_from_skeletons(prepare_mask(p, labels=False), prepare_mask(r, labels=False),
+                                 *coords)
 
 
-def cldice_score(pred: np.ndarray, ref: np.ndarray) -> float:
+def cldice_score(pred: np.ndarray, ref: np.ndarray, skeleton: str = "skimage") -> float:
     """clDice as a float: both masks empty → 1.0, exactly one empty → 0.0, never NaN.
 
     Examples
@@ -284,4 +500,4 @@ def cldice_score(pred: np.ndarray, ref: np.ndarray) -> float:
     >>> round(cldice_score(a, b), 4)   # tprec = 3/7, tsens = 1
     0.6
     """
-    return cldice(pred, ref).value
+    return cldice(pred, ref, skeleton=skeleton).value

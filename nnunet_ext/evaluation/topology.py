@@ -18,10 +18,10 @@ from __future__ import annotations
 from itertools import combinations
 from typing import Dict, Optional, Tuple
 
-import cc3d
 import numpy as np
 
-from ._common import as_mask, bounding_box, check_pair
+from ._common import as_mask, check_pair, label_components, padded_crop
+from ._prepared import PreparedMask, components, prepare_mask
 
 _ALLOWED = {3: (26, 6), 2: (8, 4)}
 
@@ -39,13 +39,6 @@ def _check_connectivity(ndim: int, connectivity: Optional[int]) -> int:
 def _complement(ndim: int, connectivity: int) -> int:
     a, b = _ALLOWED[ndim]
     return b if connectivity == a else a
-
-
-def _padded_crop(m: np.ndarray) -> np.ndarray:
-    box = bounding_box(m)
-    if box is None:
-        return np.zeros((1,) * m.ndim, dtype=bool)
-    return np.pad(m[box], 1, mode="constant", constant_values=False)
 
 
 def _window(p: np.ndarray, axes, op) -> np.ndarray:
@@ -78,15 +71,19 @@ def euler_characteristic(mask, connectivity: Optional[int] = None) -> int:
     """
     m = as_mask(mask)
     conn = _check_connectivity(m.ndim, connectivity)
-    p = _padded_crop(m)
+    return _euler_of_padded(padded_crop(m)[0], conn)
+
+
+def _euler_of_padded(p: np.ndarray, conn: int) -> int:
+    """χ of a crop surrounded by background (every cell of the mask's complex lies inside)."""
     # closed-cell complex (26/8): a cell is present if any voxel touching it is foreground;
     # dual complex (6/4): a cell spanned by voxel centres is present if all its voxels are
-    op = np.logical_or if conn == _ALLOWED[m.ndim][0] else np.logical_and
+    op = np.logical_or if conn == _ALLOWED[p.ndim][0] else np.logical_and
     chi = 0
-    for k in range(m.ndim + 1):  # k = number of axes the window spans
-        count = sum(int(np.count_nonzero(_window(p, axes, op))) for axes in combinations(range(m.ndim), k))
+    for k in range(p.ndim + 1):  # k = number of axes the window spans
+        count = sum(int(np.count_nonzero(_window(p, axes, op))) for axes in combinations(range(p.ndim), k))
         # for the closed complex, spanning k axes gives cells of dimension ndim - k
-        dim = (m.ndim - k) if op is np.logical_or else k
+        dim = (p.ndim - k) if op is np.logical_or else k
         chi += (-1) ** dim * count
     return int(chi)
 
@@ -108,14 +105,21 @@ def betti_numbers(mask, connectivity: Optional[int] = None) -> Tuple[int, ...]:
     (1, 0, 1)
     """
     m = as_mask(mask)
-    conn = _check_connectivity(m.ndim, connectivity)
-    p = _padded_crop(m)
-    b0 = int(cc3d.connected_components(p, connectivity=conn, return_N=True)[1])
-    n_bg = int(cc3d.connected_components(~p, connectivity=_complement(m.ndim, conn), return_N=True)[1])
-    top = n_bg - 1
-    if m.ndim == 2:
+    return betti_numbers_prepared(prepare_mask(m, labels=False), connectivity)
+
+
+def betti_numbers_prepared(prep: PreparedMask, connectivity: Optional[int] = None) -> Tuple[int, ...]:
+    """:func:`betti_numbers` of a prepared mask (reusing its component labels when
+    ``connectivity`` is the full one)."""
+    conn = _check_connectivity(prep.ndim, connectivity)
+    if prep.n_voxels == 0:
+        return (0,) * prep.ndim
+    p = prep.crop
+    b0 = components(prep, conn)[1]
+    top = label_components(~p, _complement(prep.ndim, conn))[1] - 1
+    if prep.ndim == 2:
         return (b0, top)
-    chi = euler_characteristic(p, conn)
+    chi = _euler_of_padded(p, conn)
     return (b0, b0 + top - chi, top)
 
 

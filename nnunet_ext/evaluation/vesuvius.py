@@ -74,10 +74,26 @@ def vesuvius_score(
     1.0
     """
     p, r = check_pair(pred, ref)
-    topo = betti_agreement(betti_numbers(p, connectivity), betti_numbers(r, connectivity), betti_weights)
-    sd = surface_metrics(p, r, spacing=spacing, tolerance=tolerance).nsd
-    voi = variation_of_information(p, r, connectivity)["voi"]
+    return vesuvius_from_parts(
+        betti_numbers(p, connectivity), betti_numbers(r, connectivity),
+        surface_metrics(p, r, spacing=spacing, tolerance=tolerance).nsd,
+        variation_of_information(p, r, connectivity)["voi"],
+        alpha=alpha, weights=weights, betti_weights=betti_weights)
+
+
+def vesuvius_from_parts(
+    pred_betti: Sequence[int],
+    ref_betti: Sequence[int],
+    surface_dice: float,
+    voi: float,
+    alpha: float = 0.3,
+    weights: Sequence[float] = (0.30, 0.35, 0.35),
+    betti_weights: Sequence[float] = (0.34, 0.33, 0.33),
+) -> Dict[str, float]:
+    """:func:`vesuvius_score` from its ingredients: the Betti numbers of both masks, the NSD at
+    the score's tolerance and the VOI (as :func:`nnunet_ext.evaluation.case_metrics` has them)."""
+    topo = betti_agreement(pred_betti, ref_betti, betti_weights)
     voi_score = 1.0 / (1.0 + alpha * voi)
-    score = weights[0] * topo + weights[1] * sd + weights[2] * voi_score
-    return {"vesuvius_score": float(score), "topo_score": topo, "surface_dice": sd,
+    score = weights[0] * topo + weights[1] * surface_dice + weights[2] * voi_score
+    return {"vesuvius_score": float(score), "topo_score": topo, "surface_dice": surface_dice,
             "voi_score": voi_score, "voi": voi}

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import Dict, Optional
 
-import cc3d
 import numpy as np
 
-from ._common import check_pair
+from ._common import check_pair, full_connectivity
+from ._prepared import PreparedMask, components, prepare_mask
 
 
 def _entropy(counts: np.ndarray, n: int) -> float:
@@ -34,25 +34,60 @@ def variation_of_information(pred, ref, connectivity: Optional[int] = None) -> D
     0.0
     """
     p, r = check_pair(pred, ref)
+    return voi_prepared(prepare_mask(p, labels=False), prepare_mask(r, labels=False), connectivity)
+
+
+def _pair_counts(a: np.ndarray, b: np.ndarray, nb: int) -> np.ndarray:
+    """Counts of the distinct label pairs ``(a_i, b_i)`` (pairs that do not occur left out)."""
+    codes = a.astype(np.int64) * nb + b
+    if (int(a.max()) + 1) * nb <= 4 * len(codes) + (1 << 20):
+        counts = np.bincount(codes)
+        return counts[counts > 0]
+    return np.unique(codes, return_counts=True)[1]
+
+
+def _overlap_boxes(pp: PreparedMask, pr: PreparedMask):
+    """Slices into both crops selecting their common part, or None if they do not overlap."""
+    sp, sr = [], []
+    for op, orr, np_, nr in zip(pp.origin, pr.origin, pp.crop.shape, pr.crop.shape):
+        lo, hi = max(op, orr), min(op + np_, orr + nr)
+        if lo >= hi:
+            return None
+        sp.append(slice(lo - op, hi - op))
+        sr.append(slice(lo - orr, hi - orr))
+    return tuple(sp), tuple(sr)
+
+
+def voi_prepared(pp: PreparedMask, pr: PreparedMask,
+                 connectivity: Optional[int] = None) -> Dict[str, float]:
+    """:func:`variation_of_information` of two prepared masks (reusing their component labels
+    when ``connectivity`` is the full one).
+
+    Only foreground voxels are counted: the label pairs of the voxels in both masks directly,
+    the voxels in one mask only from the component sizes, the voxels outside both masks as one
+    cell.
+    """
     if connectivity is None:
-        connectivity = 26 if p.ndim == 3 else 8
-    lp = cc3d.connected_components(p, connectivity=connectivity)
-    lr = cc3d.connected_components(r, connectivity=connectivity)
-    n = p.size
-    union = p | r
-    # pairs (0, 0) are all voxels outside both masks; only the union needs counting
-    a = lp[union].astype(np.int64)
-    b = lr[union].astype(np.int64)
-    n_out = n - a.size
-    nb = int(b.max()) + 1 if b.size else 1
-    joint = np.bincount(a * nb + b) if a.size else np.zeros(1, np.int64)
-    joint = np.concatenate([joint, [n_out]])  # the (0, 0) cell, counted separately
-    h_joint = _entropy(joint, n)
-    count_p = np.bincount(a, minlength=1)
-    count_p[0] += n_out
-    count_r = np.bincount(b, minlength=1)
-    count_r[0] += n_out
-    h_p, h_r = _entropy(count_p, n), _entropy(count_r, n)
+        connectivity = full_connectivity(pp.ndim)
+    n = int(np.prod(pp.shape))
+    lp, n_p = components(pp, connectivity)
+    lr, n_r = components(pr, connectivity)
+    size_p = np.bincount(lp[pp.crop], minlength=n_p + 1)[1:]
+    size_r = np.bincount(lr[pr.crop], minlength=n_r + 1)[1:]
+    boxes = _overlap_boxes(pp, pr)
+    if boxes is not None:
+        both = pp.crop[boxes[0]] & pr.crop[boxes[1]]
+        a, b = lp[boxes[0]][both], lr[boxes[1]][both]
+    else:
+        a = b = np.zeros(0, np.int64)
+    joint = _pair_counts(a, b, n_r + 1) if len(a) else np.zeros(0, np.int64)
+    # voxels of one mask only, per component, and voxels outside both masks
+    only_p = size_p - np.bincount(a, minlength=n_p + 1)[1:]
+    only_r = size_r - np.bincount(b, minlength=n_r + 1)[1:]
+    n_out = n - pp.n_voxels - int(only_r.sum())
+    h_joint = _entropy(np.concatenate([joint, only_p, only_r, [n_out]]), n)
+    h_p = _entropy(np.concatenate([size_p, [n - pp.n_voxels]]), n)
+    h_r = _entropy(np.concatenate([size_r, [n - pr.n_voxels]]), n)
     split = max(h_joint - h_r, 0.0)
     merge = max(h_joint - h_p, 0.0)
     return {"voi": split + merge, "voi_split": split, "voi_merge": merge}
