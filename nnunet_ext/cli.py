@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "nnunet_ext.commands.convert",
     "nnunet_ext.commands.postprocess",
     "nnunet_ext.commands.recipes",
+    "nnunet_ext.commands.predict",
 )
 
 
