@@ -217,3 +217,25 @@ def test_label_cv_pipeline_applies_to_validation_folders(tmp_path):
                                  progress=False)
     for name, (_, ref) in arrays.items():
         np.testing.assert_array_equal(read_seg(tmp_path / "out" / f"{name}.nii.gz"), ref)
+
+
+def test_uncertainty_maps_beside_segmentations_are_not_cases(tmp_path):
+    """``nnunet-ext predict`` writes <case>_uncertainty_<kind><ending> next to the segmentations."""
+    folder, arrays = _predictions(tmp_path, n=2)
+    write_seg(folder / "c0_uncertainty_entropy.nii.gz", np.zeros((10, 14, 14), np.uint8))
+    pp = tmp_path / "pp.json"
+    pp.write_text(json.dumps(KEEP_LIVER))
+    out = tmp_path / "out"
+    apply_pipeline_to_folder(str(folder), str(out), str(pp), progress=False)
+    assert sorted(f for f in os.listdir(out) if f.endswith(".nii.gz")) == sorted(arrays)
+
+
+def test_uncertainty_map_names_follow_the_predictor():
+    from nnunet_ext.inference.export import uncertainty_file_name
+    from nnunet_ext.inference.naming import _KIND_NAMES, is_uncertainty_map
+    from nnunet_ext.inference.uncertainty import KINDS
+    assert tuple(_KIND_NAMES) == tuple(KINDS)
+    for kind in KINDS:
+        assert is_uncertainty_map(uncertainty_file_name("out/case_001", kind, ".nii.gz"))
+    assert not is_uncertainty_map("case_001.nii.gz")
+    assert not is_uncertainty_map("uncertainty_variance_study_001.nii.gz")

@@ -15,6 +15,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..inference.naming import is_uncertainty_map
 from ._common import STATUSES
 from .case import case_metrics, check_metric_names
 from .skeleton import SKELETON_STATUSES, check_skeleton_method
@@ -116,7 +117,8 @@ def _list_cases(pred_folder: str, ref_folder: str, file_ending: str,
     if not refs:
         raise FileNotFoundError(f"no '*{file_ending}' files in reference folder {ref_folder}")
     if only_predicted:
-        preds = sorted(f for f in os.listdir(pred_folder) if f.endswith(file_ending))
+        preds = sorted(f for f in os.listdir(pred_folder)
+                       if f.endswith(file_ending) and not is_uncertainty_map(f))
         if not preds:
             raise FileNotFoundError(f"no '*{file_ending}' files in prediction folder {pred_folder}")
         ref_set = set(refs)

@@ -17,6 +17,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..inference.naming import is_uncertainty_map
 from .labels import DatasetLabels
 from .pipeline import PipelineError, apply_pipeline, load_pipeline, needs_probabilities, \
     resolve_steps, validate_pipeline
@@ -104,7 +105,9 @@ def read_probabilities(path: str) -> np.ndarray:
 def _cases_in(folder: str, file_ending: str) -> List[str]:
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"folder not found: {folder}")
-    return sorted(f for f in os.listdir(folder) if f.endswith(file_ending) and not f.startswith("."))
+    # uncertainty maps written beside the segmentations by ``nnunet-ext predict`` are not cases
+    return sorted(f for f in os.listdir(folder)
+                  if f.endswith(file_ending) and not f.startswith(".") and not is_uncertainty_map(f))
 
 
 def find_cases(pred_folder: str, ref_folder: Optional[str], file_ending: str,
