@@ -154,6 +154,13 @@ def test_cli_registration_and_run(dataset, capsys):
     assert args.func(args) == 0
     assert (root / "cli" / "metrics_summary.json").is_file()
     assert "liver" in capsys.readouterr().out
+    args = parser.parse_args(["evaluate", str(root / "pred"), str(root / "ref"), "-dj",
+                              str(root / "dataset.json"), "--metrics", "cldice", "--skeleton", "robust",
+                              "-o", str(root / "cli_robust"), "--bootstrap", "100"])
+    assert args.func(args) == 0
+    summary = json.loads((root / "cli_robust" / "metrics_summary.json").read_text())
+    assert summary["settings"]["skeleton"] == "robust"
+    capsys.readouterr()
     args = parser.parse_args(["evaluate", str(root / "nope"), str(root / "ref"), "-dj",
                               str(root / "dataset.json")])
     assert args.func(args) == 1

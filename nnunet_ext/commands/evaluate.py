@@ -25,6 +25,9 @@ def register(subparsers) -> None:
                    help="percentile of the robust Hausdorff distance (default 95)")
     p.add_argument("--empty-distance", type=float, default=None,
                    help="distance value when exactly one mask is empty (default: image diagonal)")
+    p.add_argument("--skeleton", choices=("skimage", "robust"), default="skimage",
+                   help="clDice skeletons: scikit-image's 3D thinning (default) or the robust variant "
+                        "that never loses a thin object (docs/metrics.md)")
     p.add_argument("--bootstrap", type=int, default=10000, help="bootstrap resamples (default 10000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.set_defaults(func=_run)
@@ -45,7 +48,7 @@ def _run(args) -> int:
             output_folder=args.output_folder, metrics=args.metrics,
             num_processes=args.num_processes, tolerance=args.tolerance,
             percentile=args.percentile, empty_distance=args.empty_distance,
-            n_resamples=args.bootstrap, seed=args.seed,
+            n_resamples=args.bootstrap, seed=args.seed, skeleton=args.skeleton,
         )
     except (FileNotFoundError, KeyError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
