@@ -57,44 +57,57 @@ def _half_cosine(fraction: float, high: float, low: float) -> float:
     return low + (high - low) * (1 + math.cos(math.pi * fraction)) / 2
 
 
+class _WarmUpThen:
+    """Linear warm-up over ``warmup_epochs`` (a field of every schedule), then :meth:`_after_warmup`."""
+
+    spec_type = ""
+
+    def lr(self, epoch: int, initial_lr: float, num_epochs: int, scale: float = 1.0) -> float:
+        """The learning rate of ``epoch`` (``scale``: reduce-on-plateau's current factor)."""
+        w = _warmup(epoch, self.warmup_epochs)
+        if w is not None:
+            return initial_lr * w
+        return self._after_warmup(epoch, initial_lr, num_epochs, scale)
+
+    def _after_warmup(self, epoch: int, initial_lr: float, num_epochs: int, scale: float) -> float:
+        raise NotImplementedError
+
+    def to_spec(self) -> dict:
+        return {"type": self.spec_type, **asdict(self)}
+
+
 @dataclass(frozen=True)
-class Poly:
+class Poly(_WarmUpThen):
     """nnU-Net's polynomial decay ``lr₀ · (1 − f)^exponent``."""
+
+    spec_type = "poly"
 
     exponent: float = 0.9
     warmup_epochs: int = 0
 
-    def lr(self, epoch: int, initial_lr: float, num_epochs: int, scale: float = 1.0) -> float:
-        w = _warmup(epoch, self.warmup_epochs)
-        if w is not None:
-            return initial_lr * w
+    def _after_warmup(self, epoch: int, initial_lr: float, num_epochs: int, scale: float) -> float:
         return initial_lr * (1 - _progress(epoch, self.warmup_epochs, num_epochs)) ** self.exponent
-
-    def to_spec(self) -> dict:
-        return {"type": "poly", **asdict(self)}
 
 
 @dataclass(frozen=True)
-class Cosine:
+class Cosine(_WarmUpThen):
     """Half a cosine from ``lr₀`` to ``min_lr`` over the (post-warm-up) training."""
+
+    spec_type = "cosine"
 
     min_lr: float = 0.0
     warmup_epochs: int = 0
 
-    def lr(self, epoch: int, initial_lr: float, num_epochs: int, scale: float = 1.0) -> float:
-        w = _warmup(epoch, self.warmup_epochs)
-        if w is not None:
-            return initial_lr * w
+    def _after_warmup(self, epoch: int, initial_lr: float, num_epochs: int, scale: float) -> float:
         return _half_cosine(_progress(epoch, self.warmup_epochs, num_epochs), initial_lr, self.min_lr)
-
-    def to_spec(self) -> dict:
-        return {"type": "cosine", **asdict(self)}
 
 
 @dataclass(frozen=True)
-class CosineRestarts:
+class CosineRestarts(_WarmUpThen):
     """Cosine annealing with warm restarts: period i lasts ``period · period_mult^i`` epochs and anneals
     from ``lr₀ · restart_decay^i`` to ``min_lr``."""
+
+    spec_type = "cosine_restarts"
 
     period: int = 50
     period_mult: int = 1
@@ -102,31 +115,23 @@ class CosineRestarts:
     min_lr: float = 0.0
     warmup_epochs: int = 0
 
-    def lr(self, epoch: int, initial_lr: float, num_epochs: int, scale: float = 1.0) -> float:
-        w = _warmup(epoch, self.warmup_epochs)
-        if w is not None:
-            return initial_lr * w
+    def _after_warmup(self, epoch: int, initial_lr: float, num_epochs: int, scale: float) -> float:
         t, length, cycle = epoch - self.warmup_epochs, self.period, 0
         while t >= length:  # at most log(E) iterations for period_mult > 1, E / period otherwise
             t, length, cycle = t - length, length * self.period_mult, cycle + 1
         return _half_cosine(t / length, initial_lr * self.restart_decay ** cycle, self.min_lr)
 
-    def to_spec(self) -> dict:
-        return {"type": "cosine_restarts", **asdict(self)}
-
 
 @dataclass(frozen=True)
-class ConstantLR:
+class ConstantLR(_WarmUpThen):
     """``lr₀`` throughout (after the warm-up)."""
+
+    spec_type = "constant"
 
     warmup_epochs: int = 0
 
-    def lr(self, epoch: int, initial_lr: float, num_epochs: int, scale: float = 1.0) -> float:
-        w = _warmup(epoch, self.warmup_epochs)
-        return initial_lr * (1.0 if w is None else w)
-
-    def to_spec(self) -> dict:
-        return {"type": "constant", **asdict(self)}
+    def _after_warmup(self, epoch: int, initial_lr: float, num_epochs: int, scale: float) -> float:
+        return initial_lr
 
 
 @dataclass(frozen=True)
@@ -151,7 +156,7 @@ class PlateauState:
 
 
 @dataclass(frozen=True)
-class Plateau:
+class Plateau(_WarmUpThen):
     """Reduce the learning rate by ``factor`` when ``metric`` stalls for ``patience`` epochs.
 
     ``metric`` is a metric expression over per-epoch values (``val_loss`` by default, see
@@ -159,6 +164,8 @@ class Plateau:
     better than ``best · (1 ∓ threshold)`` (PyTorch's relative threshold); after a reduction ``cooldown``
     epochs pass before stalls are counted again. Warm-up epochs are never counted.
     """
+
+    spec_type = "plateau"
 
     factor: float = 0.5
     patience: int = 10
@@ -169,10 +176,7 @@ class Plateau:
     mode: str = "min"
     warmup_epochs: int = 0
 
-    def lr(self, epoch: int, initial_lr: float, num_epochs: int, scale: float = 1.0) -> float:
-        w = _warmup(epoch, self.warmup_epochs)
-        if w is not None:
-            return initial_lr * w
+    def _after_warmup(self, epoch: int, initial_lr: float, num_epochs: int, scale: float) -> float:
         return max(initial_lr * scale, self.min_lr)
 
     def improved(self, value: float, best: float | None) -> bool:
@@ -193,9 +197,6 @@ class Plateau:
         if state.bad_epochs + 1 > self.patience:
             return replace(state, scale=state.scale * self.factor, bad_epochs=0, cooldown=self.cooldown)
         return replace(state, bad_epochs=state.bad_epochs + 1)
-
-    def to_spec(self) -> dict:
-        return {"type": "plateau", **asdict(self)}
 
 
 LRSchedule = Union[Poly, Cosine, CosineRestarts, Plateau, ConstantLR]

@@ -74,8 +74,9 @@ class Constant:
 
 
 @dataclass(frozen=True)
-class Linear:
-    """Straight line from ``(start_epoch, start_value)`` to ``(end_epoch, end_value)``, constant outside."""
+class _Transition:
+    """From ``start_value`` (up to ``start_epoch``) to ``end_value`` (from ``end_epoch`` on); the
+    subclass gives the shape in between as a function of ``f = (e - start_epoch)/(end_epoch - start_epoch)``."""
 
     start_epoch: int
     end_epoch: int
@@ -91,8 +92,10 @@ class Linear:
             return self.start_value
         if epoch >= self.end_epoch:
             return self.end_value
-        fraction = (epoch - self.start_epoch) / (self.end_epoch - self.start_epoch)
-        return self.start_value + fraction * (self.end_value - self.start_value)
+        return self._between((epoch - self.start_epoch) / (self.end_epoch - self.start_epoch))
+
+    def _between(self, fraction: float) -> float:  # 0 < fraction < 1
+        raise NotImplementedError
 
     @property
     def last_change_epoch(self) -> int:
@@ -102,37 +105,29 @@ class Linear:
         return (self.start_value, self.end_value)
 
     def to_spec(self) -> dict:
-        return {"type": "linear", **asdict(self)}
+        return {"type": self.spec_type, **asdict(self)}
 
 
 @dataclass(frozen=True)
-class Cosine:
+class Linear(_Transition):
+    """Straight line from ``(start_epoch, start_value)`` to ``(end_epoch, end_value)``, constant outside."""
+
+    spec_type = "linear"
+
+    def _between(self, fraction: float) -> float:
+        return self.start_value + fraction * (self.end_value - self.start_value)
+
+
+@dataclass(frozen=True)
+class Cosine(_Transition):
     """Half a cosine from ``start_value`` at ``start_epoch`` to ``end_value`` at ``end_epoch``:
     ``w(e) = end + (start - end) · (1 + cos(π·f)) / 2`` with ``f = (e - start_epoch)/(end_epoch - start_epoch)``
     clipped to [0, 1]."""
 
-    start_epoch: int
-    end_epoch: int
-    start_value: float = 0.0
-    end_value: float = 1.0
+    spec_type = "cosine"
 
-    def __post_init__(self):
-        if self.end_epoch <= self.start_epoch:
-            raise ScheduleError(f"end_epoch ({self.end_epoch}) must be greater than start_epoch ({self.start_epoch})")
-
-    def __call__(self, epoch: int) -> float:
-        fraction = min(max((epoch - self.start_epoch) / (self.end_epoch - self.start_epoch), 0.0), 1.0)
+    def _between(self, fraction: float) -> float:
         return self.end_value + (self.start_value - self.end_value) * (1 + math.cos(math.pi * fraction)) / 2
-
-    @property
-    def last_change_epoch(self) -> int:
-        return self.end_epoch
-
-    def values(self) -> tuple[float, ...]:
-        return (self.start_value, self.end_value)
-
-    def to_spec(self) -> dict:
-        return {"type": "cosine", **asdict(self)}
 
 
 @dataclass(frozen=True)

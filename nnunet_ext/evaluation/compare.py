@@ -127,7 +127,7 @@ def evaluate_nnunet_results(
     -------
     Rows of all folds together, with a ``fold`` entry.
     """
-    from .folder import evaluate_folders
+    from .folder import evaluate_folders, reference_folder_of_results
 
     results_folder = os.path.normpath(results_folder)
     dj = os.path.join(results_folder, "dataset.json")
@@ -137,16 +137,7 @@ def evaluate_nnunet_results(
                    key=lambda p: _fold_sort_key(os.path.dirname(p)))
     if not folds:
         raise FileNotFoundError(f"no fold_*/validation folder in {results_folder}")
-    if gt_folder is None:
-        pre = os.environ.get("nnUNet_preprocessed")
-        if not pre:
-            raise KeyError(f"cannot find the reference segmentations of {results_folder}: the "
-                           "environment variable nnUNet_preprocessed is not set (or pass the "
-                           "reference folder explicitly)")
-        dataset = os.path.basename(os.path.dirname(results_folder))
-        gt_folder = os.path.join(pre, dataset, "gt_segmentations")
-    if not os.path.isdir(gt_folder):
-        raise FileNotFoundError(f"reference folder {gt_folder} (for {results_folder}) not found")
+    gt_folder = reference_folder_of_results(results_folder, gt_folder)
     rows: Rows = []
     for val in folds:
         fold = os.path.basename(os.path.dirname(val))[len("fold_"):]

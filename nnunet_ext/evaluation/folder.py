@@ -25,7 +25,7 @@ _SPACING_RTOL = 1e-4
 
 
 def load_dataset_json(path: str) -> dict:
-    """Read ``dataset.json`` and check the keys evaluation needs."""
+    """Read ``dataset.json`` and check the keys evaluation and post-processing need."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"dataset.json not found: {path}")
     with open(path) as f:
@@ -35,8 +35,25 @@ def load_dataset_json(path: str) -> dict:
             raise ValueError(f"{path} is not valid JSON: {e}") from None
     for key in ("labels", "file_ending"):
         if key not in dj:
-            raise KeyError(f"{path} has no '{key}' entry, which evaluation needs")
+            raise KeyError(f"{path} has no '{key}' entry")
     return dj
+
+
+def reference_folder_of_results(results_folder: str, gt_folder: Optional[str] = None) -> str:
+    """The reference segmentations of an nnU-Net results folder
+    ``$nnUNet_results/<Dataset>/<Trainer>__<Plans>__<config>``: ``gt_folder`` if given, else
+    ``$nnUNet_preprocessed/<Dataset>/gt_segmentations`` (what nnU-Net's own validation uses)."""
+    if gt_folder is None:
+        pre = os.environ.get("nnUNet_preprocessed")
+        if not pre:
+            raise KeyError(f"cannot find the reference segmentations of {results_folder}: the "
+                           "environment variable nnUNet_preprocessed is not set (or pass the "
+                           "reference folder)")
+        dataset = os.path.basename(os.path.dirname(os.path.normpath(results_folder)))
+        gt_folder = os.path.join(pre, dataset, "gt_segmentations")
+    if not os.path.isdir(gt_folder):
+        raise FileNotFoundError(f"reference folder {gt_folder} (for {results_folder}) not found")
+    return gt_folder
 
 
 def classes_from_dataset_json(dataset_json: dict) -> List[Tuple[str, Tuple[int, ...]]]:

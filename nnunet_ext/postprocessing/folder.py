@@ -8,7 +8,6 @@ with ``overwrite=True``.
 from __future__ import annotations
 
 import glob
-import json
 import multiprocessing
 import os
 import shutil
@@ -17,6 +16,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..evaluation.folder import load_dataset_json, reference_folder_of_results
 from ..inference.naming import is_uncertainty_map
 from .labels import DatasetLabels
 from .pipeline import PipelineError, apply_pipeline, load_pipeline, needs_probabilities, \
@@ -32,21 +32,6 @@ class Case(NamedTuple):
 
 
 # ---------------------------------------------------------------------------- reading / writing
-def load_dataset_json(path: str) -> dict:
-    """Read a ``dataset.json`` and check the keys post-processing needs."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"dataset.json not found: {path}")
-    with open(path) as f:
-        try:
-            dj = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from None
-    for key in ("labels", "file_ending"):
-        if key not in dj:
-            raise KeyError(f"{path} has no '{key}' entry")
-    return dj
-
-
 def reader_writer_class(dataset_json: dict, example_file: str, plans_file: Optional[str] = None):
     """nnU-Net's reader/writer class: the one named in ``plans_file`` if given (what
     ``nnUNetv2_apply_postprocessing`` uses), else the one matching the dataset's file ending."""
@@ -168,16 +153,7 @@ def find_cv_cases(results_folder: str, gt_folder: Optional[str] = None,
             raise FileNotFoundError(f"validation folder(s) not found: {', '.join(absent)}")
     if not vals:
         raise FileNotFoundError(f"no fold_*/validation folder in {results_folder}")
-    if gt_folder is None:
-        pre = os.environ.get("nnUNet_preprocessed")
-        if not pre:
-            raise KeyError(f"cannot find the reference segmentations of {results_folder}: the "
-                           "environment variable nnUNet_preprocessed is not set (or pass the "
-                           "reference folder)")
-        gt_folder = os.path.join(pre, os.path.basename(os.path.dirname(results_folder)),
-                                 "gt_segmentations")
-    if not os.path.isdir(gt_folder):
-        raise FileNotFoundError(f"reference folder {gt_folder} not found")
+    gt_folder = reference_folder_of_results(results_folder, gt_folder)
     cases: List[Case] = []
     seen: Dict[str, str] = {}
     for v in vals:
