@@ -1,14 +1,17 @@
-"""Training-step time and peak memory of TopoTrainer against the stock nnUNetTrainer.
+"""Training-step time and peak memory of our trainers against the stock nnUNetTrainer.
 
-Both trainers are built by nnU-Net itself from the plans of a synthetic tube dataset (written, planned
-and preprocessed in a temporary folder), and run ``train_step`` on the very same batches, alternating,
-in one process. Prints medians and the ratios TopoTrainer / nnUNetTrainer.
+Every trainer is built by nnU-Net itself from the plans of a synthetic tube dataset (written, planned
+and preprocessed in a temporary folder), and runs ``train_step`` on the very same batches (images and
+segmentations; trainers with auxiliary targets get them computed from those segmentations by their own
+transforms, outside the timed step, as nnU-Net's workers do), round-robin in one process. Prints medians
+and the ratios trainer / nnUNetTrainer.
 
 Peak memory: on CUDA the peak allocated during a step minus what was allocated before it (so the
 resident weights of both networks do not count); on the CPU, in a child process that runs only one
 trainer, the peak resident set size sampled during its steps minus the resident size before them.
 
-    python benchmarks/bench_train_step.py                      # CPU, small volumes
+    python benchmarks/bench_train_step.py                      # CPU, small volumes, every shipped trainer
+    python benchmarks/bench_train_step.py --trainers TopoTrainer SkelRecallTrainer
     python benchmarks/bench_train_step.py --device cuda --shape 128 128 128 --repeats 30
 """
 from __future__ import annotations
@@ -67,29 +70,52 @@ def _trainer(name: str, device):
     return trainer
 
 
-def _batches(trainer, n: int, seed: int = 0):
-    """``n`` batches of (noise image, tube labels) of the trainer's patch size, with nnU-Net's DS targets."""
+def _raw_batches(trainer, n: int, seed: int = 0):
+    """``n`` (noise image, tube labels) pairs of the trainer's patch size and batch size."""
     import numpy as np
-    import torch
-    from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
 
     from nnunet_ext.synthetic.tubes import branching_tubes
 
     patch = tuple(trainer.configuration_manager.patch_size)
     batch_size = trainer.configuration_manager.batch_size
-    ds = DownsampleSegForDSTransform(trainer._get_deep_supervision_scales())
-    batches = []
+    pairs = []
     for i in range(n):
         rng = np.random.default_rng(seed + i)
         seg = np.stack([branching_tubes(patch, seed=seed + 100 * i + b).mask()[None] for b in range(batch_size)])
-        data = torch.from_numpy((rng.normal(size=seg.shape) + 2 * seg).astype(np.float32))
-        target = [torch.stack(list(t)) for t in zip(*(ds(segmentation=torch.from_numpy(s.astype(np.int16)))["segmentation"]
-                                                      for s in seg))]
-        batches.append({"data": data, "target": target})
+        pairs.append(((rng.normal(size=seg.shape) + 2 * seg).astype(np.float32), seg.astype(np.int16)))
+    return pairs
+
+
+def _targets_for(trainer, raw_batches):
+    """The batches as ``trainer`` receives them: nnU-Net's DS targets, or, for trainers with auxiliary
+    targets, the packed targets of their own transforms (computed here, outside the timed steps)."""
+    import torch
+    from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
+
+    scales = trainer._get_deep_supervision_scales()
+    layout = trainer.target_layout() if hasattr(trainer, "target_layout") else None
+    if layout is not None and layout.auxiliary:
+        from nnunet_ext.targets import AppendAuxiliaryTargets, DownsamplePackedTargetsForDS
+
+        lm = trainer.label_manager
+        steps = [AppendAuxiliaryTargets(layout, lm.has_regions, lm.ignore_label, trainer.configuration_manager.spacing),
+                 DownsamplePackedTargetsForDS(scales, layout)]
+    else:
+        steps = [DownsampleSegForDSTransform(scales)]
+    batches = []
+    for data, seg in raw_batches:
+        per_sample = []
+        for s in seg:
+            out = {"segmentation": torch.from_numpy(s)}
+            for step in steps:
+                out = step(**out)
+            per_sample.append(out["segmentation"])
+        target = [torch.stack(list(t)) for t in zip(*per_sample)]
+        batches.append({"data": torch.from_numpy(data), "target": target})
     return batches
 
 
-def _time_steps(trainers: dict, batches, repeats: int, device) -> dict:
+def _time_steps(trainers: dict, batches: dict, repeats: int, device) -> dict:
     import torch
 
     def sync():
@@ -98,13 +124,13 @@ def _time_steps(trainers: dict, batches, repeats: int, device) -> dict:
 
     times = {name: [] for name in trainers}
     peaks = {name: [] for name in trainers}
-    for trainer in trainers.values():  # warm-up (cudnn autotuning, allocator)
-        for batch in batches[:2]:
+    for name, trainer in trainers.items():  # warm-up (cudnn autotuning, allocator)
+        for batch in batches[name][:2]:
             trainer.train_step(batch)
     for r in range(repeats):
-        batch = batches[r % len(batches)]
         order = list(trainers.items()) if r % 2 == 0 else list(trainers.items())[::-1]
         for name, trainer in order:
+            batch = batches[name][r % len(batches[name])]
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
                 before = torch.cuda.memory_allocated()
@@ -160,7 +186,8 @@ def main() -> None:
     parser.add_argument("--shape", type=int, nargs=3, default=[32, 64, 64], help="synthetic volume shape (Z Y X)")
     parser.add_argument("--spacing", type=float, nargs=3, default=[1.0, 1.0, 1.0])
     parser.add_argument("--repeats", type=int, default=10, help="timed steps per trainer")
-    parser.add_argument("--trainer", default="TopoTrainer", help="trainer compared with nnUNetTrainer")
+    parser.add_argument("--trainers", nargs="+", default=None,
+                        help="trainers compared with nnUNetTrainer (default: every shipped trainer)")
     parser.add_argument("--workdir", default=None, help="reuse a planned dataset folder")
     parser.add_argument("--only", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -175,7 +202,7 @@ def main() -> None:
 
     if args.only:  # child process for CPU peak memory
         trainer = _trainer(args.only, device)
-        batches = _batches(trainer, 2)
+        batches = _targets_for(trainer, _raw_batches(trainer, 1))
         trainer.train_step(batches[0])  # first step allocates optimizer state and caches
         before = _rss_bytes()
         with _PeakRss() as peak:
@@ -184,10 +211,14 @@ def main() -> None:
         print(json.dumps({"peak_rss_bytes": peak.value - before}))
         return
 
-    names = ["nnUNetTrainer", args.trainer]
+    from nnunet_ext.trainers import SHIPPED_TRAINERS
+
+    ours = args.trainers or list(SHIPPED_TRAINERS)
+    names = ["nnUNetTrainer", *ours]
     trainers = {name: _trainer(name, device) for name in names}
     stock = trainers["nnUNetTrainer"]
-    batches = _batches(stock, 4)
+    raw = _raw_batches(stock, 4)
+    batches = {name: _targets_for(trainer, raw) for name, trainer in trainers.items()}
     results = _time_steps(trainers, batches, args.repeats, device)
     if device.type == "cpu":
         for name in names:
@@ -198,13 +229,15 @@ def main() -> None:
           f"torch {torch.__version__}")
     print(f"patch {list(cm.patch_size)}, batch {cm.batch_size}, {len(cm.pool_op_kernel_sizes)} stages, "
           f"{args.repeats} timed steps each (median)")
+    ratios = {}
     for name in names:
         mem = results[name][memory_key]
-        print(f"{name:<28} {results[name]['median_s'] * 1000:9.1f} ms/step   {memory_key} {mem / 2**20:9.1f} MiB")
-    t = results[args.trainer]["median_s"] / results["nnUNetTrainer"]["median_s"]
-    m = results[args.trainer][memory_key] / results["nnUNetTrainer"][memory_key]
-    print(f"ratio {args.trainer} / nnUNetTrainer: time {t:.3f}x, memory ({memory_key}) {m:.3f}x")
-    print(json.dumps({"time_ratio": t, "memory_ratio": m, "results": results}))
+        t = results[name]["median_s"] / results["nnUNetTrainer"]["median_s"]
+        m = mem / results["nnUNetTrainer"][memory_key]
+        ratios[name] = {"time": t, "memory": m}
+        print(f"{name:<26} {results[name]['median_s'] * 1000:9.1f} ms/step ({t:5.3f}x)   "
+              f"{memory_key} {mem / 2**20:8.1f} MiB ({m:5.3f}x)")
+    print(json.dumps({"ratios": ratios, "results": results}))
 
 
 if __name__ == "__main__":
