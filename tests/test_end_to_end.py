@@ -18,10 +18,11 @@ from nnunet_ext.nnunet_commands import run_nnunet
 
 pytestmark = pytest.mark.slow
 
-TRAINER = "TopoTrainer_2epochs_6iters"
-#: Dice of the vessel class on the test volumes after 12 training iterations (measured ≈ 0.6–0.8 on
-#: this data; the floor catches a broken loss or pipeline, which gives ≈ 0)
-DICE_FLOOR = 0.3
+TRAINER = "TopoTrainer_2epochs_25iters"
+#: Dice of the vessel class/region on the test volumes after 50 training iterations. Measured on the
+#: regions dataset in four repeated trainings: 0.85–0.88 (with 12 iterations it scattered between 0.28 and
+#: 0.64, too close to any floor). A broken loss or pipeline gives ≈ 0–0.1.
+DICE_FLOOR = 0.5
 
 
 def _pipeline(nnunet_env, kind: str, dataset: Path, tmp_path_factory) -> dict:
