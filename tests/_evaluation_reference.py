@@ -12,6 +12,12 @@ from skimage.measure import euler_number
 from skimage.morphology import skeletonize
 
 
+def random_blobs(rng, shape, fraction=0.3, sigma=1.5):
+    """Smooth random blobs covering ``fraction`` of the array (Gaussian-filtered noise, thresholded)."""
+    noise = ndimage.gaussian_filter(rng.random(shape), sigma)
+    return noise > np.quantile(noise, 1 - fraction)
+
+
 def border(mask):
     structure = ndimage.generate_binary_structure(mask.ndim, 1)
     return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)

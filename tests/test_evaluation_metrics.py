@@ -25,10 +25,7 @@ def ball(shape, centre, radius, spacing=(1, 1, 1)):
     return d2 <= radius ** 2
 
 
-def random_blobs(rng, shape, fraction=0.3, sigma=1.5):
-    from scipy import ndimage
-    noise = ndimage.gaussian_filter(rng.random(shape), sigma)
-    return noise > np.quantile(noise, 1 - fraction)
+random_blobs = reference.random_blobs
 
 
 # --- hand-computed cases -------------------------------------------------------------------

@@ -16,11 +16,6 @@ from nnunet_ext.evaluation import skeleton as skeleton_module
 from nnunet_ext.evaluation._prepared import prepare_mask
 
 
-def _blobs(rng, shape, fraction, sigma):
-    noise = ndimage.gaussian_filter(rng.random(shape), sigma)
-    return noise > np.quantile(noise, 1 - fraction)
-
-
 def _tubes_and_blobs(rng, shape):
     """A few thick tubes spanning the array (large boxes) plus many small blobs, some of them
     two voxels away from a tube (neighbourhoods overlap, components do not touch)."""
@@ -30,7 +25,7 @@ def _tubes_and_blobs(rng, shape):
         cy, cx = rng.uniform(0.2, 0.8, 2) * np.array(shape[1:])
         wobble = 4 * np.sin(zz / 5.0 + k)
         m |= (yy - cy - wobble) ** 2 + (xx - cx) ** 2 <= rng.uniform(4, 12)
-    blobs = _blobs(rng, shape, 0.04, 0.8)
+    blobs = reference.random_blobs(rng, shape, 0.04, 0.8)
     near_tube = ndimage.binary_dilation(m, iterations=2)
     return m | (blobs & ~near_tube)
 
@@ -63,7 +58,7 @@ def test_grouped_thinning_equals_whole_volume_3d(seed, monkeypatch):
 
 def test_grouped_thinning_equals_whole_image_2d(monkeypatch):
     rng = np.random.default_rng(5)
-    m = _blobs(rng, (90, 110), 0.25, 1.5)
+    m = reference.random_blobs(rng, (90, 110), 0.25, 1.5)
     whole = skeletonize(m).astype(bool)
     monkeypatch.setattr(skeleton_module, "_CELL", 16)
     monkeypatch.setattr(skeleton_module, "_SMALL_BOX", 10 ** 2)
@@ -90,7 +85,7 @@ def test_case_metrics_parallel_equals_serial_and_reference():
     rng = np.random.default_rng(11)
     shape = (24, 56, 52)
     ref = _tubes_and_blobs(rng, shape)
-    pred = np.roll(ref, 1, axis=2) | _blobs(rng, shape, 0.03, 1.0)
+    pred = np.roll(ref, 1, axis=2) | reference.random_blobs(rng, shape, 0.03, 1.0)
     sp = (1.5, 0.7, 0.7)
     names = ["dice", "assd", "masd", "hd", "hd95", "nsd", "cldice", "betti_0_error", "voi"]
     serial = case_metrics(pred, ref, sp, metrics=names, tolerance=1.1)
@@ -108,8 +103,8 @@ def test_kdtree_distances_on_noisy_anisotropic_pairs(seed):
     # many far border voxels, lattice ties and both masks touching the array edge
     rng = np.random.default_rng(40 + seed)
     shape = (16, 48, 44)
-    ref = _blobs(rng, shape, 0.1, 2.0)
-    pred = _blobs(rng, shape, 0.25, 0.7)
+    ref = reference.random_blobs(rng, shape, 0.1, 2.0)
+    pred = reference.random_blobs(rng, shape, 0.25, 0.7)
     sp = tuple(rng.uniform(0.3, 2.0, 3))
     ours = surface_metrics(pred, ref, sp, tolerance=2.3, percentile=90.0)
     expected = reference.surface(pred, ref, sp, tolerance=2.3, percentile=90.0)
@@ -164,7 +159,7 @@ def test_robust_skeleton_per_job_equals_whole_volume(workers):
     m[10:14, 20:24, -12:] = True  # another one reaching the last plane
     whole = _skeleton(m)
     assert np.array_equal(skeletonize_mask(m, workers=workers, skeleton="robust"), whole)
-    m2 = _blobs(rng, (60, 70), 0.3, 1.5)
+    m2 = reference.random_blobs(rng, (60, 70), 0.3, 1.5)
     m2[:2, :2] = True
     assert np.array_equal(skeletonize_mask(m2, workers=workers, skeleton="robust"), _skeleton(m2))
 
@@ -194,8 +189,8 @@ def test_voi_pair_counts_without_a_dense_table():
 
 def test_case_metrics_2d_parallel_equals_reference():
     rng = np.random.default_rng(12)
-    ref = _blobs(rng, (90, 100), 0.25, 1.5)
-    pred = np.roll(ref, 2, axis=1) | _blobs(rng, (90, 100), 0.05, 1.0)
+    ref = reference.random_blobs(rng, (90, 100), 0.25, 1.5)
+    pred = np.roll(ref, 2, axis=1) | reference.random_blobs(rng, (90, 100), 0.05, 1.0)
     sp = (0.8, 0.6)
     names = ["assd", "hd", "hd95", "nsd", "cldice", "betti_0_error", "betti_1_error", "voi"]
     serial = case_metrics(pred, ref, sp, metrics=names, tolerance=0.9)
@@ -219,8 +214,8 @@ def test_distance_transform_on_the_box_of_both_borders_is_exact():
     shape = (20, 50, 46)
     a = np.zeros(shape, bool)
     b = np.zeros(shape, bool)
-    a[3:9, 5:20, 30:40] = _blobs(rng, (6, 15, 10), 0.5, 1.0)
-    b[12:18, 25:45, 4:16] = _blobs(rng, (6, 20, 12), 0.5, 1.0)
+    a[3:9, 5:20, 30:40] = reference.random_blobs(rng, (6, 15, 10), 0.5, 1.0)
+    b[12:18, 25:45, 4:16] = reference.random_blobs(rng, (6, 20, 12), 0.5, 1.0)
     sp = (1.5, 0.7, 0.9)
     ba, bb = reference.border(a), reference.border(b)
     box = tuple(slice(min(x.min(), y.min()), max(x.max(), y.max()) + 1)
