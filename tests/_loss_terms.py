@@ -37,6 +37,16 @@ TERMS = {
 }
 
 
+def takes_logits(name: str) -> bool:
+    """Whether the term works on the raw logits (the cross-entropy-type terms) instead of probabilities."""
+    return bool(getattr(TERMS[name][0]("softmax", 2), "takes_logits", False))
+
+
+def prediction_for(name: str, logits: torch.Tensor, probabilities: torch.Tensor) -> torch.Tensor:
+    """What the term is handed by CompoundLoss: the logits or the foreground probabilities."""
+    return logits if takes_logits(name) else probabilities
+
+
 def auxiliary_batch(compute, target: torch.Tensor, valid: torch.Tensor | None, spacing=None) -> torch.Tensor:
     """Apply a per-patch auxiliary-target function to every sample of a batch, as the data loader does."""
     out = []
@@ -48,7 +58,7 @@ def auxiliary_batch(compute, target: torch.Tensor, valid: torch.Tensor | None, s
 
 def call(name: str, mode: str, probabilities, target, valid, spacing=None, module=None):
     factory, compute = TERMS[name]
-    module = module if module is not None else factory(mode, probabilities.shape[1])
+    module = module if module is not None else factory(mode, target.shape[1])
     if compute is None:
         return module(probabilities, target, valid)
     return module(probabilities, target, valid, auxiliary_batch(compute, target, valid, spacing))

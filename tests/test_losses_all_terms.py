@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from _loss_terms import TERMS, auxiliary_batch, call
+from _loss_terms import TERMS, auxiliary_batch, call, prediction_for, takes_logits
 from nnunet_ext.losses import CompoundLoss, LossTerm
 
 
@@ -46,18 +46,19 @@ def _batch(dims: int, mode: str, ignore: bool, empty: bool, seed: int = 0, dtype
 def test_forward_backward_is_finite_and_ignored_voxels_get_no_gradient(name, mode, dims, ignore, empty):
     logits, probabilities, target, valid = _batch(dims, mode, ignore, empty)
     probabilities.retain_grad()
-    loss = call(name, mode, probabilities, target, valid)
+    prediction = prediction_for(name, logits, probabilities)
+    loss = call(name, mode, prediction, target, valid)
     assert loss.ndim == 0 and torch.isfinite(loss)
     loss.backward()
-    assert torch.isfinite(logits.grad).all() and torch.isfinite(probabilities.grad).all()
+    assert torch.isfinite(logits.grad).all() and torch.isfinite(prediction.grad).all()
     if valid is not None:
-        assert probabilities.grad.masked_select(~valid.expand_as(probabilities)).abs().max() == 0
+        assert prediction.grad.masked_select(~valid.expand_as(prediction)).abs().max() == 0
     if not empty:
-        assert probabilities.grad.abs().max() > 0
+        assert prediction.grad.abs().max() > 0
     # what the target says on ignored voxels never matters
     if valid is not None:
         flipped = torch.where(valid, target, 1 - target)
-        other = call(name, mode, probabilities.detach(), flipped, valid)
+        other = call(name, mode, prediction.detach(), flipped, valid)
         assert torch.allclose(other, loss.detach(), atol=1e-12)
 
 
@@ -66,33 +67,41 @@ def test_forward_backward_is_finite_and_ignored_voxels_get_no_gradient(name, mod
 def test_all_ignored_patch_gives_zero_and_zero_gradient(name, mode):
     logits, probabilities, target, _ = _batch(3, mode, False, False)
     valid = torch.zeros((2, 1) + tuple(target.shape[2:]), dtype=torch.bool)
-    loss = call(name, mode, probabilities, target * 0, valid)
+    loss = call(name, mode, prediction_for(name, logits, probabilities), target * 0, valid)
     loss.backward()
     assert loss.item() == 0 and torch.isfinite(logits.grad).all() and logits.grad.abs().max() == 0
 
 
+def _saturated_predictions(name, target):
+    """Confidently right and confidently wrong predictions of a sigmoid target: exact zeros and ones as
+    probabilities (as float32 sigmoid gives for confident logits), or logits of ±30."""
+    if takes_logits(name):
+        return [30.0 * (2 * target - 1), -30.0 * (2 * target - 1)]
+    return [target.clone(), 1 - target]
+
+
 @pytest.mark.parametrize("name", sorted(TERMS))
 def test_saturated_predictions_stay_finite(name):
-    """One-hot probabilities (exact zeros and ones, as float32 softmax gives for confident logits)."""
     _, _, target, valid = _batch(2, "sigmoid", True, False, dtype=torch.float32)
-    for probabilities in (target.clone(), 1 - target):
-        probabilities.requires_grad_()
-        loss = call(name, "sigmoid", probabilities, target, valid)
+    for prediction in _saturated_predictions(name, target):
+        prediction.requires_grad_()
+        loss = call(name, "sigmoid", prediction, target, valid)
         loss.backward()
-        assert torch.isfinite(loss) and torch.isfinite(probabilities.grad).all()
+        assert torch.isfinite(loss) and torch.isfinite(prediction.grad).all()
 
 
 @pytest.mark.parametrize("name", sorted(TERMS))
 def test_half_precision_inputs_are_accumulated_in_float32(name):
-    _, probabilities, target, valid = _batch(3, "softmax", True, False, dtype=torch.float32)
+    logits, _, target, valid = _batch(3, "softmax", True, False, dtype=torch.float32)
     spatial = tuple(target.shape[2:])
     big = [torch.nn.functional.interpolate(x.float(), scale_factor=4, mode="nearest") for x in
-           (probabilities.detach(), target, valid.float())]  # 48·40·48 voxels: an fp16 sum would overflow
-    probabilities, target, valid = big[0], big[1], big[2] > 0.5
-    reference = call(name, "softmax", probabilities, target, valid, spacing=(4.0, 4.0, 4.0))
-    low = probabilities.half().requires_grad_()
+           (logits.detach(), target, valid.float())]  # 48·40·48 voxels: an fp16 sum would overflow
+    logits, target, valid = big[0], big[1], big[2] > 0.5
+    prediction = prediction_for(name, logits, torch.softmax(logits, 1)[:, 1:])
+    reference = call(name, "softmax", prediction, target, valid, spacing=(4.0, 4.0, 4.0))
+    low = prediction.half().requires_grad_()
     factory, compute = TERMS[name]
-    module = factory("softmax", low.shape[1])
+    module = factory("softmax", target.shape[1])
     args = (low, target.half(), valid)
     if compute is not None:
         args += (auxiliary_batch(compute, target, valid, (4.0, 4.0, 4.0)).half(),)
@@ -110,35 +119,65 @@ def test_gradcheck_float64(name, mode):
     rng = np.random.default_rng(4)
     target, valid = target[:1, :, 2:10, 2:11], valid[:1, :, 2:10, 2:11]
     shape = target.shape
-    if mode == "softmax":  # probabilities that sum to < 1 over the foreground, as a softmax gives
-        probabilities = torch.from_numpy(rng.uniform(0.05, 0.45, shape)).requires_grad_()
+    if takes_logits(name):
+        shape = (1, shape[1] + (mode == "softmax")) + tuple(shape[2:])
+        prediction = torch.from_numpy(rng.normal(0, 2, shape)).requires_grad_()
+        outside = torch.from_numpy(rng.normal(0, 2, shape))
+    elif mode == "softmax":  # probabilities that sum to < 1 over the foreground, as a softmax gives
+        prediction = torch.from_numpy(rng.uniform(0.05, 0.45, shape)).requires_grad_()
+        outside = torch.from_numpy(rng.uniform(0.05, 0.45, shape))
     else:
-        probabilities = torch.from_numpy(rng.uniform(0.05, 0.95, shape)).requires_grad_()
-    outside = torch.from_numpy(rng.uniform(0.05, 0.45, shape))
+        prediction = torch.from_numpy(rng.uniform(0.05, 0.95, shape)).requires_grad_()
+        outside = torch.from_numpy(rng.uniform(0.05, 0.45, shape))
     factory, compute = TERMS[name]
-    module = factory(mode, shape[1])
+    module = factory(mode, target.shape[1])
     extra = () if compute is None else (auxiliary_batch(compute, target, valid),)
     # ignored voxels are detached by design; hold them fixed so the numerical gradient agrees there too
     assert torch.autograd.gradcheck(lambda p: module(torch.where(valid, p, outside), target, valid, *extra),
-                                    (probabilities,), eps=1e-6, atol=1e-5, fast_mode=True)
+                                    (prediction,), eps=1e-6, atol=1e-5, fast_mode=True)
     extra = () if compute is None else (auxiliary_batch(compute, target, None),)
-    assert torch.autograd.gradcheck(lambda p: module(p, target, None, *extra), (probabilities,), eps=1e-6,
+    assert torch.autograd.gradcheck(lambda p: module(p, target, None, *extra), (prediction,), eps=1e-6,
                                     atol=1e-5, fast_mode=True)
 
 
+#: reduction="none": (shape for B=2 samples, C=2 regions of S voxels, how "mean" is obtained from it)
+_MAP = "map"  # per-voxel loss map (B, C, *S), "mean" = its sum over valid voxels and regions
+NONE_SHAPES = {
+    "skeleton_recall": "BC", "skeleton_recall_batch": "C", "weighted_dice": "BC", "weighted_dice_batch": "C",
+    "boundary": "BC", "boundary_diagonal": "BC", "hausdorff": "BC", "cbdice": "BC", "cbdice_batch": "C",
+    "variance": "BC", "focal": _MAP, "focal_per_class": _MAP, "weighted_ce": _MAP,
+}
+
+
 @pytest.mark.parametrize("name", sorted(TERMS))
-def test_reduction_none_and_bad_shapes(name):
-    _, probabilities, target, valid = _batch(2, "sigmoid", True, False)
+def test_reduction_none_has_the_documented_shape_and_mean_reduces_it(name):
+    logits, probabilities, target, valid = _batch(2, "sigmoid", True, False)
+    prediction = prediction_for(name, logits, probabilities).detach()
     factory, compute = TERMS[name]
     module = factory("sigmoid", 2)
+    mean = call(name, "sigmoid", prediction, target, valid, module=module)
     module.reduction = "none"
-    value = call(name, "sigmoid", probabilities.detach(), target, valid, module=module)
-    assert value.shape[:2] in {(2, 2), (2,)} or value.shape in {(2,), (2, 1) + tuple(target.shape[2:]),
-                                                                 tuple(target.shape)}
+    value = call(name, "sigmoid", prediction, target, valid, module=module)
+    kind = NONE_SHAPES[name]
+    expected_shape = {"BC": (2, 2), "C": (2,), _MAP: tuple(target.shape)}[kind]
+    assert tuple(value.shape) == expected_shape
+    if kind == _MAP:
+        assert value.masked_select(~valid.expand_as(value)).abs().max() == 0  # zero on ignored voxels
+        assert mean.item() == pytest.approx((value.sum() / (valid.sum() * 2)).item(), rel=1e-12)
+    elif name != "variance":  # variance averages over the non-empty regions only (all are here)
+        assert mean.item() == pytest.approx(value.mean().item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(TERMS))
+def test_bad_shapes_are_refused(name):
+    logits, probabilities, target, valid = _batch(2, "sigmoid", True, False)
+    prediction = prediction_for(name, logits, probabilities).detach()
+    factory, compute = TERMS[name]
+    module = factory("sigmoid", 2)
     with pytest.raises(ValueError):
-        module(probabilities[:, :1], target, valid, *(() if compute is None else (target,)))
+        module(prediction[:, :1], target, valid, *(() if compute is None else (target,)))
     with pytest.raises(ValueError):
-        module(probabilities, target, valid[:, :, :4], *(() if compute is None else (target,)))
+        module(prediction, target, valid[:, :, :4], *(() if compute is None else (target,)))
 
 
 def test_terms_plug_into_compound_loss_with_and_without_auxiliary_targets():

@@ -29,10 +29,9 @@ def test_softmax_focal_matches_monai(dims, alpha, gamma):
     logits = torch.from_numpy(rng.normal(0, 1.5, (2, 3) + shape[1:]))
     labels, onehot = _labels(rng, 3, shape)
     reference = monai_losses.FocalLoss(gamma=gamma, alpha=alpha, use_softmax=True, reduction="none")(logits, onehot)
-    probabilities = torch.softmax(logits, 1)[:, 1:]
-    ours = FocalLoss("softmax", gamma=gamma, alpha=alpha, reduction="none")(probabilities, onehot[:, 1:])
+    ours = FocalLoss("softmax", gamma=gamma, alpha=alpha, reduction="none")(logits, onehot[:, 1:])
     assert torch.allclose(ours, reference.sum(1, keepdim=True).double(), atol=1e-6)  # MONAI works in float32
-    mean = FocalLoss("softmax", gamma=gamma, alpha=alpha)(probabilities, onehot[:, 1:])
+    mean = FocalLoss("softmax", gamma=gamma, alpha=alpha)(logits, onehot[:, 1:])
     assert mean.item() == pytest.approx(reference.sum(1).mean().item(), rel=1e-6)
 
 
@@ -43,14 +42,14 @@ def test_sigmoid_focal_matches_monai(alpha, gamma):
     logits = torch.from_numpy(rng.normal(0, 2, (2, 3, 6, 5, 4)))
     target = torch.from_numpy((rng.random((2, 3, 6, 5, 4)) > 0.6).astype(np.float64))
     reference = monai_losses.FocalLoss(gamma=gamma, alpha=alpha, reduction="mean")(logits, target)
-    ours = FocalLoss("sigmoid", gamma=gamma, alpha=alpha)(torch.sigmoid(logits), target)
+    ours = FocalLoss("sigmoid", gamma=gamma, alpha=alpha)(logits, target)
     assert ours.item() == pytest.approx(reference.item(), rel=1e-6)
 
 
 def test_sigmoid_focal_per_region_alpha_weighs_positives_and_negatives():
     p = torch.tensor([0.9, 0.2]).view(1, 2, 1, 1).double()
     t = torch.tensor([1.0, 0.0]).view(1, 2, 1, 1).double()
-    loss = FocalLoss("sigmoid", gamma=1.0, alpha=[0.25, 0.75], reduction="none")(p, t)
+    loss = FocalLoss("sigmoid", gamma=1.0, alpha=[0.25, 0.75], reduction="none")(torch.logit(p), t)
     expected = [-0.25 * 0.1 * np.log(0.9), -(1 - 0.75) * 0.2 * np.log(0.8)]
     assert loss.flatten().tolist() == pytest.approx(expected)
 
@@ -63,9 +62,9 @@ def test_focal_ignore_mask_matches_monai_ignore_index():
                                        reduction="none")(logits, labels)
     valid = labels != 3
     onehot = F.one_hot(torch.where(valid, labels, 0)[:, 0], 3).movedim(-1, 1).double() * valid
-    ours = FocalLoss("softmax", gamma=2.0, reduction="none")(torch.softmax(logits, 1)[:, 1:], onehot[:, 1:], valid)
+    ours = FocalLoss("softmax", gamma=2.0, reduction="none")(logits, onehot[:, 1:], valid)
     assert torch.allclose(ours, reference.sum(1, keepdim=True).double(), atol=1e-6)  # MONAI works in float32
-    mean = FocalLoss("softmax", gamma=2.0)(torch.softmax(logits, 1)[:, 1:], onehot[:, 1:], valid)
+    mean = FocalLoss("softmax", gamma=2.0)(logits, onehot[:, 1:], valid)
     assert mean.item() == pytest.approx((ours.sum() / valid.sum()).item())
 
 
@@ -77,7 +76,9 @@ def test_focal_arguments():
     with pytest.raises(ValueError, match="alpha"):
         FocalLoss("sigmoid", alpha=[0.5, 2.0])
     with pytest.raises(ValueError, match="alpha"):
-        FocalLoss("softmax", alpha=[1, 1])(torch.rand(1, 2, 3, 3) / 2, torch.zeros(1, 2, 3, 3))
+        FocalLoss("softmax", alpha=[1, 1])(torch.randn(1, 3, 3, 3), torch.zeros(1, 2, 3, 3))
+    with pytest.raises(ValueError, match="C \\+ 1 channels"):  # probabilities instead of logits
+        FocalLoss("softmax")(torch.rand(1, 2, 3, 3) / 2, torch.zeros(1, 2, 3, 3))
 
 
 @pytest.mark.parametrize("weights", [None, [0.5, 2.0, 1.0, 4.0]])
@@ -89,7 +90,7 @@ def test_softmax_weighted_ce_matches_pytorch_cross_entropy(weights):
     reference = F.cross_entropy(logits, labels, weight=w, ignore_index=4)
     valid = (labels != 4)[:, None]
     onehot = F.one_hot(torch.where(valid[:, 0], labels, 0), 4).movedim(-1, 1).double() * valid
-    ours = WeightedCrossEntropyLoss("softmax", weights)(torch.softmax(logits, 1)[:, 1:], onehot[:, 1:], valid)
+    ours = WeightedCrossEntropyLoss("softmax", weights)(logits, onehot[:, 1:], valid)
     assert ours.item() == pytest.approx(reference.item(), rel=1e-9)
     g_ref, = torch.autograd.grad(reference, logits)
     g_ours, = torch.autograd.grad(ours, logits)
@@ -102,16 +103,16 @@ def test_sigmoid_weighted_ce_matches_pytorch_bce():
     target = torch.from_numpy((rng.random((2, 3, 6, 7)) > 0.5).astype(np.float64))
     weights = [1.0, 3.0, 0.5]
     reference = F.binary_cross_entropy_with_logits(logits, target, weight=torch.tensor(weights).view(1, 3, 1, 1))
-    ours = WeightedCrossEntropyLoss("sigmoid", weights)(torch.sigmoid(logits), target)
+    ours = WeightedCrossEntropyLoss("sigmoid", weights)(logits, target)
     assert ours.item() == pytest.approx(reference.item(), rel=1e-9)
 
 
 def test_focal_with_gamma_zero_is_unweighted_cross_entropy():
     rng = np.random.default_rng(5)
-    p = torch.softmax(torch.from_numpy(rng.normal(0, 1, (2, 3, 6, 6))), 1)[:, 1:]
+    logits = torch.from_numpy(rng.normal(0, 1, (2, 3, 6, 6)))
     _, onehot = _labels(rng, 3, (2, 6, 6))
-    assert FocalLoss("softmax", gamma=0.0)(p, onehot[:, 1:]).item() == pytest.approx(
-        WeightedCrossEntropyLoss("softmax")(p, onehot[:, 1:]).item())
+    assert FocalLoss("softmax", gamma=0.0)(logits, onehot[:, 1:]).item() == pytest.approx(
+        WeightedCrossEntropyLoss("softmax")(logits, onehot[:, 1:]).item())
 
 
 def test_weighted_ce_arguments():
@@ -120,7 +121,7 @@ def test_weighted_ce_arguments():
     with pytest.raises(ValueError, match="class_weights"):
         WeightedCrossEntropyLoss("softmax", [1.0, -1.0])
     with pytest.raises(ValueError, match="class_weights"):
-        WeightedCrossEntropyLoss("softmax", [1.0, 1.0])(torch.rand(1, 2, 3, 3) / 2, torch.zeros(1, 2, 3, 3))
+        WeightedCrossEntropyLoss("softmax", [1.0, 1.0])(torch.randn(1, 3, 3, 3), torch.zeros(1, 2, 3, 3))
 
 
 @pytest.mark.parametrize("batch_dice", [False, True])
@@ -168,11 +169,46 @@ def test_focal_is_non_negative_and_minimal_for_the_target(seed, gamma, mode):
     if mode == "softmax":
         _, onehot = _labels(rng, 3, (1, 4, 5))
         target = onehot[:, 1:]
-        p = torch.softmax(torch.from_numpy(rng.normal(0, 2, (1, 3, 4, 5))), 1)[:, 1:]
+        logits = torch.from_numpy(rng.normal(0, 2, (1, 3, 4, 5)))
+        confident = 30.0 * onehot - 15.0  # the target's class 30 logits ahead of every other
     else:
         target = torch.from_numpy((rng.random((1, 2, 4, 5)) > 0.5).astype(np.float64))
-        p = torch.from_numpy(rng.random((1, 2, 4, 5)))
+        logits = torch.from_numpy(rng.normal(0, 2, (1, 2, 4, 5)))
+        confident = 30.0 * (2 * target - 1)
     loss = FocalLoss(mode, gamma=gamma)
-    value = loss(p, target).item()
+    value = loss(logits, target).item()
     assert value >= 0
-    assert loss(target, target).item() <= value + 1e-12 and loss(target, target).item() < 1e-5
+    assert loss(confident, target).item() <= value + 1e-12 and loss(confident, target).item() < 1e-5
+
+
+def _confidently_wrong(mode: str, dtype: torch.dtype):
+    """One voxel of class/region 1 whose logits say, by a margin of 20, that it is not (softmax: background
+    20 above class 1; sigmoid: logit -20), and one confidently right voxel; float16 as under autocast."""
+    if mode == "softmax":
+        logits = torch.tensor([[20.0, 0.0], [0.0, 20.0]]).T.reshape(1, 2, 1, 2)  # voxel 0 wrong, voxel 1 right
+        target = torch.ones(1, 1, 1, 2)
+    else:
+        logits = torch.tensor([-20.0, 20.0]).reshape(1, 1, 1, 2)
+        target = torch.ones(1, 1, 1, 2)
+    return logits.to(dtype).requires_grad_(), target.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("mode", ["softmax", "sigmoid"])
+@pytest.mark.parametrize("make", [lambda m: FocalLoss(m, gamma=2.0), lambda m: FocalLoss(m, gamma=0.5, alpha=0.25),
+                                  lambda m: WeightedCrossEntropyLoss(m, [1.0, 2.0] if m == "softmax" else [2.0])],
+                         ids=["focal", "focal_alpha", "weighted_ce"])
+def test_a_confidently_wrong_voxel_gets_a_gradient_of_the_right_sign(make, mode, dtype):
+    """Probabilities clamped to [eps, 1 - eps] (and an fp16 sigmoid, saturated beyond logit ≈ 8) gave these
+    voxels exactly zero gradient; from the logits in float32 they get the cross-entropy's."""
+    logits, target = _confidently_wrong(mode, dtype)
+    loss = make(mode)(logits, target)
+    loss.backward()
+    grad = logits.grad.float()
+    assert torch.isfinite(grad).all()
+    if mode == "softmax":
+        assert grad[0, 1, 0, 0] < -1e-3  # descent raises the true class's logit of the wrong voxel ...
+        assert grad[0, 0, 0, 0] > 1e-3  # ... and lowers the background's
+    else:
+        assert grad[0, 0, 0, 0] < -1e-3
+    assert abs(grad[..., 1]).max() < 1e-6  # the confidently right voxel is left alone

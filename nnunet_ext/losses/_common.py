@@ -6,6 +6,7 @@ False on ignored voxels) or ``None``; sums are accumulated in at least float32.
 """
 from __future__ import annotations
 
+from numbers import Integral
 from typing import Sequence
 
 import torch
@@ -89,18 +90,53 @@ def broadcast_channels(vector: torch.Tensor, ndim: int) -> torch.Tensor:
     return vector.view(1, -1, *([1] * (ndim - 2)))
 
 
-def outcome_probability(probabilities: torch.Tensor, target: torch.Tensor, mode: str):
-    """Probability the prediction gives to the true outcome of every voxel, and the full one-hot target.
+def check_logit_inputs(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None, mode: str) -> None:
+    """Raise ``ValueError`` unless ``logits`` are the raw network output for ``target``'s foreground view:
+    ``(B, C + 1, *S)`` (softmax: background first) or ``(B, C, *S)`` (sigmoid) for a ``(B, C, *S)`` target."""
+    if logits.ndim not in (4, 5):
+        raise ValueError(f"logits must be (B, K, H, W) or (B, K, D, H, W), got {tuple(logits.shape)}")
+    extra = 1 if mode == "softmax" else 0
+    expected = (target.shape[0], target.shape[1] + extra) + tuple(target.shape[2:])
+    if tuple(logits.shape) != expected or target.ndim != logits.ndim:
+        what = "C + 1 channels (background first)" if mode == "softmax" else "one channel per region"
+        raise ValueError(f"{mode} logits must have shape {expected} ({what}) for a target of shape "
+                         f"{tuple(target.shape)}, got {tuple(logits.shape)}")
+    check_inputs(logits[:, extra:], target, valid)
 
-    softmax: the background probability is rebuilt as ``1 - Σ_c p_c`` (exact for a softmax over
-    background + foreground); returns ``p_true (B, 1, *S)`` and the one-hot target over ``C + 1`` classes,
-    background first. sigmoid: every channel is its own binary problem; returns ``p_true (B, C, *S)``
-    (``p`` where the target is 1, ``1 - p`` where it is 0) and the target itself.
+
+def outcome_log_probability(logits: torch.Tensor, target: torch.Tensor, mode: str):
+    """Log-probability the prediction gives to the true outcome of every voxel, from the logits.
+
+    Computed with ``log_softmax`` / ``logsigmoid`` in the logits' dtype (pass float32 or float64), so it
+    is exact and has a non-zero gradient however confidently wrong the network is (a probability clamped to
+    ``[eps, 1 - eps]`` has none beyond the clamp, and a float16 sigmoid saturates at logits ≈ 8).
+
+    softmax: ``logits (B, C + 1, *S)``, foreground ``target (B, C, *S)``; returns ``log p_true (B, 1, *S)`` and
+    the one-hot target over ``C + 1`` classes, background first (``1 - Σ_c t_c``). sigmoid: ``logits`` and
+    ``target`` ``(B, C, *S)``; returns ``log p_true (B, C, *S)`` (``log σ(x)`` where the target is 1,
+    ``log σ(-x)`` where it is 0) and the target itself.
     """
     if mode == "softmax":
-        background = 1 - probabilities.sum(1, keepdim=True)
         target_background = (1 - target.sum(1, keepdim=True)).clamp(0, 1)
         full_target = torch.cat([target_background, target], 1)
-        p_true = (torch.cat([background, probabilities], 1) * full_target).sum(1, keepdim=True)
-        return p_true, full_target
-    return target * probabilities + (1 - target) * (1 - probabilities), target
+        return (torch.log_softmax(logits, 1) * full_target).sum(1, keepdim=True), full_target
+    positive, negative = torch.nn.functional.logsigmoid(logits), torch.nn.functional.logsigmoid(-logits)
+    return target * positive + (1 - target) * negative, target
+
+
+def check_iterations(iterations) -> int | tuple[int, ...]:
+    """Soft-skeleton iteration count(s): a non-negative int, or one per deep-supervision level (highest
+    resolution first). Booleans and non-integral numbers are refused (``True`` is not 1 iteration)."""
+    values = iterations if isinstance(iterations, (list, tuple)) else [iterations]
+    if not values or any(isinstance(v, bool) or not isinstance(v, Integral) or v < 0 for v in values):
+        raise ValueError(f"iterations must be a non-negative int or a non-empty sequence of them "
+                         f"(one per deep-supervision level), got {iterations!r}")
+    return tuple(int(v) for v in values) if isinstance(iterations, (list, tuple)) else int(iterations)
+
+
+def iterations_at(iterations: int | tuple[int, ...], level: int) -> int:
+    """The iteration count of deep-supervision ``level`` (0 = full resolution); levels beyond the
+    sequence use its last entry."""
+    if isinstance(iterations, tuple):
+        return iterations[min(level, len(iterations) - 1)]
+    return iterations

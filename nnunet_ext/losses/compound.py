@@ -21,7 +21,9 @@ class LossTerm:
     ``loss`` is called as ``loss(probabilities, target, valid)`` on the foreground view of the output
     (see :func:`~nnunet_ext.losses.segmentation_modes.split_prediction_and_target`), or as
     ``loss(probabilities, target, valid, auxiliary)`` when ``auxiliary`` names an auxiliary target
-    packed into nnU-Net's target (see :mod:`nnunet_ext.targets`).
+    packed into nnU-Net's target (see :mod:`nnunet_ext.targets`). A loss module whose attribute
+    ``takes_logits`` is true (the cross-entropy-type terms) receives the raw logits of the output in place
+    of the probabilities.
     """
 
     name: str
@@ -88,7 +90,8 @@ class CompoundLoss(nn.Module):
             view = split_prediction_and_target(logits, target, self.mode, self.ignore_label)
             for term in active:
                 extra = () if term.auxiliary is None else (auxiliary[term.auxiliary].to(view.probabilities.dtype),)
-                value = term.loss(view.probabilities, view.target, view.valid, *extra)
+                prediction = view.logits if getattr(term.loss, "takes_logits", False) else view.probabilities
+                value = term.loss(prediction, view.target, view.valid, *extra)
                 values[term.name] = value.detach()
                 total = total + weights[term.name] * value
         self.last_values = values

@@ -1,4 +1,4 @@
-"""Focal loss on probabilities, for softmax labels and sigmoid regions, ignore-aware.
+"""Focal loss computed from the logits, for softmax labels and sigmoid regions, ignore-aware.
 
 Lin, T.-Y., Goyal, P., Girshick, R., He, K., Dollár, P. "Focal Loss for Dense Object Detection",
 ICCV 2017 (TPAMI 2020).
@@ -10,36 +10,35 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from nnunet_ext.losses._common import (accumulation_dtype, as_weight_vector, broadcast_channels, check_inputs,
-                                       check_mode, check_reduction, detach_ignored, outcome_probability,
-                                       valid_weight)
+from nnunet_ext.losses._common import (accumulation_dtype, as_weight_vector, broadcast_channels,
+                                       check_logit_inputs, check_mode, check_reduction, detach_ignored,
+                                       outcome_log_probability, valid_weight)
 
 __all__ = ["FocalLoss"]
 
 
 class FocalLoss(nn.Module):
-    """``-α_t (1 - p_t)^γ log p_t`` averaged over the valid voxels.
+    """``-α_t (1 - p_t)^γ log p_t`` averaged over the valid voxels, from the network's logits.
 
-    The term sees the foreground view of the output (the contract of every loss term here), so:
+    The term takes the raw logits (``takes_logits = True``: :class:`~nnunet_ext.losses.CompoundLoss` hands it
+    the logits instead of the probabilities) and the foreground one-hot target:
 
-    * ``mode="softmax"`` (labels): one categorical focal term per voxel over the ``C + 1`` classes; the
-      background probability is rebuilt as ``p_0 = 1 - Σ_c p_c`` (exact for nnU-Net's softmax) and the
-      background target as ``1 - Σ_c t_c``. ``p_t`` is the probability of the true class and
+    * ``mode="softmax"`` (labels): one categorical focal term per voxel over the ``C + 1`` classes;
+      ``log p_t = log_softmax(x)[true class]``, the background target is ``1 - Σ_c t_c`` and
       ``α_t = α[true class]``. Loss map ``(B, 1, *S)``.
-    * ``mode="sigmoid"`` (regions): an independent binary focal term per region c:
-      ``p_t = p`` and ``α_t = α_c`` where ``t = 1``; ``p_t = 1 - p`` and ``α_t = 1 - α_c`` where ``t = 0``.
+    * ``mode="sigmoid"`` (regions): an independent binary focal term per region c: ``log p_t = log σ(x)``
+      and ``α_t = α_c`` where ``t = 1``; ``log p_t = log σ(-x)`` and ``α_t = 1 - α_c`` where ``t = 0``.
       Loss map ``(B, C, *S)``.
 
-    ``p_t`` is clamped to ``[eps, 1 - eps]`` before the logarithm and the power, so the value and its
-    gradient are finite for saturated predictions and any ``γ >= 0`` (the gradient is 0 beyond the clamp).
-    The term works on probabilities, as every term here does; saturated wrong voxels (``p_t < eps``) get no
-    gradient from it, so use it next to nnU-Net's logit-based CE/BCE, not as the only region loss.
-    With ``γ = 0`` and ``alpha=None`` it is the (unweighted) cross-entropy.
+    ``log p_t`` comes from ``log_softmax`` / ``logsigmoid`` in float32 (float64 for float64 logits) whatever
+    the input dtype, and ``1 - p_t`` from ``-expm1(log p_t)``: no clamp, so a confidently wrong voxel
+    (logit margin 20 in float16) keeps its full gradient, ``∂ℓ/∂x_true → -α_t`` (the cross-entropy
+    gradient), and a confidently right one gets an exactly vanishing gradient. With ``γ = 0`` and
+    ``alpha=None`` it is the (unweighted) cross-entropy.
 
     ``reduction="mean"``: ``Σ M·ℓ / (n · Σ M)`` with M the validity mask and n the channels of the loss
     map (1 for softmax, C for sigmoid), i.e. the mean over valid voxels (and regions); 0 when every voxel is
-    ignored. Ignored voxels contribute nothing and receive no gradient. Computed in float32 (or float64)
-    whatever the input dtype.
+    ignored. Ignored voxels contribute nothing and receive no gradient.
 
     Parameters
     ----------
@@ -52,33 +51,33 @@ class FocalLoss(nn.Module):
         the true class, or a float α giving ``1 - α`` to the background and α to every foreground class (as
         MONAI does); sigmoid: a float or ``C`` values α_c, weighting positives by α_c and negatives by
         ``1 - α_c`` (Lin et al.; α_c in [0, 1]). ``None``: no weighting.
-    eps : float
-        Clamp of ``p_t`` (0 < eps < 0.5).
     reduction : {"mean", "none"}
         ``"mean"``: scalar (see above); ``"none"``: the loss map (zero on ignored voxels).
 
     Shapes
     ------
-    forward(probabilities, target, valid=None):
-        probabilities ``(B, C, *S)`` in [0, 1] (foreground classes or regions); target ``(B, C, *S)``
-        one-hot float; valid ``(B, 1, *S)`` bool or ``None``. S has 2 or 3 axes.
+    forward(logits, target, valid=None):
+        logits ``(B, C + 1, *S)`` (softmax, background first) or ``(B, C, *S)`` (sigmoid), any float dtype;
+        target ``(B, C, *S)`` foreground one-hot float; valid ``(B, 1, *S)`` bool or ``None``. S has 2 or 3
+        axes.
 
     Examples
     --------
-    >>> p = torch.tensor([0.8, 0.1]).view(1, 2, 1, 1); t = torch.tensor([1.0, 0.0]).view(1, 2, 1, 1)
-    >>> loss = FocalLoss("softmax", gamma=2.0)(p, t)
-    >>> round(loss.item(), 5) == round(-(0.2 ** 2) * torch.log(torch.tensor(0.8)).item(), 5)
+    >>> logits = torch.tensor([0.0, 2.0, -1.0]).view(1, 3, 1, 1); t = torch.tensor([1.0, 0.0]).view(1, 2, 1, 1)
+    >>> p = torch.softmax(logits, 1)[0, 1, 0, 0]
+    >>> loss = FocalLoss("softmax", gamma=2.0)(logits, t)
+    >>> round(loss.item(), 5) == round((-(1 - p) ** 2 * torch.log(p)).item(), 5)
     True
     """
 
+    takes_logits = True
+
     def __init__(self, mode: str = "softmax", gamma: float = 2.0, alpha: float | Sequence[float] | None = None,
-                 eps: float = 1e-6, reduction: str = "mean"):
+                 reduction: str = "mean"):
         super().__init__()
         self.mode = check_mode(mode)
         if not gamma >= 0:
             raise ValueError(f"gamma must be >= 0, got {gamma}")
-        if not 0 < eps < 0.5:
-            raise ValueError(f"eps must lie in (0, 0.5), got {eps}")
         if alpha is not None:
             values = [float(alpha)] if isinstance(alpha, (int, float)) else [float(a) for a in alpha]
             if not values or any(not (a >= 0) or a == float("inf") for a in values):
@@ -90,7 +89,6 @@ class FocalLoss(nn.Module):
             self.alpha = None if alpha is None else float(alpha)
         else:
             self.alpha = tuple(float(a) for a in alpha)
-        self.eps = float(eps)
         self.reduction = check_reduction(reduction)
 
     def _alpha_factor(self, full_target: torch.Tensor, like: torch.Tensor) -> torch.Tensor | None:
@@ -109,15 +107,17 @@ class FocalLoss(nn.Module):
         alpha = broadcast_channels(alpha, full_target.ndim)
         return full_target * alpha + (1 - full_target) * (1 - alpha)
 
-    def forward(self, probabilities: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        check_inputs(probabilities, target, valid)
-        acc = accumulation_dtype(probabilities)
-        p = detach_ignored(probabilities, valid).to(acc)
-        t = target.to(acc)
-        p_true, full_target = outcome_probability(p, t, self.mode)
-        p_true = p_true.clamp(self.eps, 1 - self.eps)
-        loss = -((1 - p_true) ** self.gamma) * torch.log(p_true)
-        alpha = self._alpha_factor(full_target, p)
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        check_logit_inputs(logits, target, valid, self.mode)
+        acc = accumulation_dtype(logits)
+        x = detach_ignored(logits, valid).to(acc)
+        log_p_true, full_target = outcome_log_probability(x, target.to(acc), self.mode)
+        loss = -log_p_true
+        if self.gamma != 0:
+            # 1 - p_t without cancellation; the floor keeps γ < 1 finite where p_t rounds to exactly 1
+            one_minus = (-torch.expm1(log_p_true)).clamp(min=torch.finfo(acc).tiny)
+            loss = loss * one_minus ** self.gamma
+        alpha = self._alpha_factor(full_target, x)
         if alpha is not None:
             loss = loss * alpha
         mask = valid_weight(valid, loss)

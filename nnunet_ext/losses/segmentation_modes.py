@@ -30,11 +30,14 @@ class ForegroundView(NamedTuple):
     probabilities: ``(B, C, *S)`` float, C = foreground classes (softmax) or regions (sigmoid).
     target: ``(B, C, *S)`` float in {0, 1}; zero wherever ``valid`` is False.
     valid: ``(B, 1, *S)`` bool, False on ignored voxels; ``None`` when nothing is ignored.
+    logits: the raw output ``(B, K, *S)`` the probabilities come from (K = C + 1 with the background first
+    for softmax, K = C for sigmoid), for terms that work on logits (``takes_logits``).
     """
 
     probabilities: torch.Tensor
     target: torch.Tensor
     valid: torch.Tensor | None
+    logits: torch.Tensor | None = None
 
 
 def split_prediction_and_target(
@@ -78,7 +81,7 @@ def split_prediction_and_target(
                 labels = torch.where(valid, labels, 0)
             classes = torch.arange(1, logits.shape[1], device=labels.device).view(1, -1, *([1] * len(spatial)))
             onehot = (labels == classes).to(probabilities.dtype)
-        return ForegroundView(probabilities, onehot, valid)
+        return ForegroundView(probabilities, onehot, valid, logits)
 
     probabilities = torch.sigmoid(logits)
     n_regions = logits.shape[1]
@@ -94,4 +97,4 @@ def split_prediction_and_target(
         if ignore_label is not None:
             valid = target[:, n_regions:].bool().logical_not()
             regions = regions * valid
-    return ForegroundView(probabilities, regions, valid)
+    return ForegroundView(probabilities, regions, valid, logits)
