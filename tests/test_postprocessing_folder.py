@@ -79,7 +79,7 @@ def test_no_overwrite_and_nothing_half_written(tmp_path):
     # a broken last case: no output at all, no temporary folder left
     (folder / "c9.nii.gz").write_bytes(b"not an image")
     fresh = tmp_path / "fresh"
-    with pytest.raises(ValueError, match="c9.nii.gz could not be read"):
+    with pytest.raises(ValueError, match="c9.nii.gz: corrupt gzip data"):
         apply_pipeline_to_folder(str(folder), str(fresh), KEEP_LIVER, progress=False)
     assert os.listdir(fresh) == []
 

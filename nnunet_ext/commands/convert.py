@@ -8,13 +8,24 @@ import argparse
 import sys
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1 (``-np 0`` is refused by the parser)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _common(p: argparse.ArgumentParser, folds_default=None, seed_default=12345) -> None:
     p.add_argument("source", help="raw dataset folder")
     p.add_argument("--dataset-id", "-d", type=int, required=True, help="nnU-Net dataset id (1-999)")
     p.add_argument("--name", default=None, help="dataset name (DatasetNNN_<name>); default per dataset")
     p.add_argument("--raw-root", default=None, help="output root (default: $nnUNet_raw)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset of the same name")
-    p.add_argument("-np", "--num-processes", type=int, default=1,
+    p.add_argument("-np", "--num-processes", type=positive_int, default=1,
                    help="parallel workers for conversion and integrity check (default 1): threads for NIfTI/TIFF "
                         "datasets, processes for MoNuSAC")
     p.add_argument("--folds", type=int, default=folds_default,
@@ -43,7 +54,8 @@ def register(subparsers) -> None:
 
     br = sub.add_parser("brats", help="BraTS 2021 / 2023 / 2024 training folder")
     _common(br)
-    br.add_argument("--year", type=int, required=True, choices=(2021, 2023, 2024))
+    br.add_argument("--year", type=int, default=None, choices=(2021, 2023, 2024),
+                    help="BraTS edition (default: detected from the folder names, 2024 by label 4)")
     br.add_argument("--test-source", default=None, help="folder of unlabelled cases → imagesTs")
 
     mo = sub.add_parser("monusac", help="MoNuSAC 2020 (MoNuSAC_images_and_annotations/)")
@@ -55,12 +67,15 @@ def register(subparsers) -> None:
     bb.add_argument("input_folder")
     bb.add_argument("output_folder")
     bb.add_argument("--year", type=int, required=True, choices=(2021, 2023, 2024))
-    bb.add_argument("-np", "--num-processes", type=int, default=1)
+    bb.add_argument("-np", "--num-processes", type=positive_int, default=1)
+    bb.add_argument("--overwrite", action="store_true",
+                    help="replace existing files in OUTPUT_FOLDER (or convert in place when it is INPUT_FOLDER)")
 
     vs = sub.add_parser("vesuvius-submission", help="nnU-Net Vesuvius predictions → submission zip")
     vs.add_argument("prediction_folder")
     vs.add_argument("zip_path")
     vs.add_argument("--test-images", default=None, help="test_images/ folder to check ids and shapes against")
+    vs.add_argument("--overwrite", action="store_true", help="replace an existing zip file")
 
     p.set_defaults(func=_run)
 
@@ -71,18 +86,22 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if args.dataset == "brats-back":
             from nnunet_ext.dataset_conversion.back_conversion import convert_brats_predictions
-            done = convert_brats_predictions(args.input_folder, args.output_folder, args.year, args.num_processes)
+            done = convert_brats_predictions(args.input_folder, args.output_folder, args.year, args.num_processes,
+                                             overwrite=args.overwrite)
             print(f"converted {len(done)} predictions to BraTS {args.year} labels in {args.output_folder}")
             return 0
         if args.dataset == "vesuvius-submission":
             from nnunet_ext.dataset_conversion.back_conversion import write_vesuvius_submission
-            ids = write_vesuvius_submission(args.prediction_folder, args.zip_path, args.test_images)
+            ids = write_vesuvius_submission(args.prediction_folder, args.zip_path, args.test_images,
+                                            overwrite=args.overwrite)
             print(f"wrote {len(ids)} volumes to {args.zip_path}")
             return 0
         common = dict(raw_root=args.raw_root, overwrite=args.overwrite, num_processes=args.num_processes,
                       n_folds=args.folds, seed=args.seed, verify=not args.no_verify, progress=not args.no_progress)
         if args.name:
             common["dataset_name"] = args.name
+        if args.dataset == "vesuvius" and args.group_by_scroll and not args.folds:
+            raise ConversionError(None, "--group-by-scroll groups the folds of splits_final.json: give --folds K too")
         if args.dataset == "minivess":
             from nnunet_ext.dataset_conversion.minivess import convert_minivess
             report = convert_minivess(args.source, args.dataset_id, **common)
@@ -91,8 +110,12 @@ def _run(args: argparse.Namespace) -> int:
             report = convert_vesuvius(args.source, args.dataset_id, include_test=not args.no_test,
                                       group_by_scroll=args.group_by_scroll, **common)
         elif args.dataset == "brats":
-            from nnunet_ext.dataset_conversion.brats import convert_brats
-            report = convert_brats(args.source, args.dataset_id, year=args.year, test_source=args.test_source,
+            from nnunet_ext.dataset_conversion.brats import convert_brats, detect_brats_year
+            year = args.year
+            if year is None:
+                year, how = detect_brats_year(args.source)
+                print(f"detected BraTS {year}: {how} (--year overrides)", file=sys.stderr)
+            report = convert_brats(args.source, args.dataset_id, year=year, test_source=args.test_source,
                                    **common)
         else:
             from nnunet_ext.dataset_conversion.monusac import convert_monusac

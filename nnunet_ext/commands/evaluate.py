@@ -2,6 +2,25 @@
 `nnunet-ext compare`: a report comparing several evaluated results."""
 from __future__ import annotations
 
+import argparse
+
+from .convert import positive_int
+
+
+class MetricNames(argparse.Action):
+    """``--metrics a b`` or ``--metrics a,b``: every value must be a metric name, so that folders
+    given after the list are not silently taken for metrics (argparse's ``nargs='+'`` swallows them)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from nnunet_ext.evaluation.case import METRICS
+
+        names = [n for v in values for n in v.split(",") if n]
+        unknown = [n for n in names if n not in METRICS]
+        if unknown:
+            parser.error(f"{option_string}: {unknown[0]!r} is not a metric (known: {', '.join(sorted(METRICS))}); "
+                         f"give the folders before {option_string}, or end its list with '--'")
+        setattr(namespace, self.dest, names)
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -16,9 +35,11 @@ def register(subparsers) -> None:
     p.add_argument("-dj", "--dataset-json", required=True, help="the dataset's dataset.json")
     p.add_argument("-o", "--output-folder", default=None,
                    help="where to write the CSV and JSON (default: the prediction folder)")
-    p.add_argument("--metrics", nargs="+", default=None,
-                   help="metric names (default: all except vesuvius_score)")
-    p.add_argument("-np", "--num-processes", type=int, default=1, help="cases evaluated in parallel")
+    p.add_argument("--metrics", nargs="+", default=None, action=MetricNames,
+                   help="metric names, space- or comma-separated (default: all except vesuvius_score)")
+    p.add_argument("-np", "--num-processes", type=positive_int, default=1, help="cases evaluated in parallel")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace metrics_per_case.csv / metrics_summary.json that exist in the output folder")
     p.add_argument("--tolerance", type=float, default=1.0,
                    help="NSD tolerance in the units of the image spacing (default 1.0)")
     p.add_argument("--percentile", type=float, default=95.0,
@@ -49,9 +70,10 @@ def _run(args) -> int:
             num_processes=args.num_processes, tolerance=args.tolerance,
             percentile=args.percentile, empty_distance=args.empty_distance,
             n_resamples=args.bootstrap, seed=args.seed, skeleton=args.skeleton,
+            overwrite=args.overwrite,
         )
-    except (FileNotFoundError, KeyError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (OSError, KeyError, ValueError) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
         return 1
     for name, entry in summary["classes"].items():
         parts = [f"{m} {entry[m]['mean']:.4f}" for m in summary["settings"]["metrics"][:4]]
@@ -84,7 +106,7 @@ def _register_compare(subparsers) -> None:
                    "(default: $nnUNet_preprocessed/<Dataset>/gt_segmentations)")
     p.add_argument("--recompute", action="store_true",
                    help="evaluate nnU-Net validation folders again even if metrics exist")
-    p.add_argument("-np", "--num-processes", type=int, default=1,
+    p.add_argument("-np", "--num-processes", type=positive_int, default=1,
                    help="cases evaluated in parallel for nnU-Net results folders")
     p.set_defaults(func=_run_compare)
 

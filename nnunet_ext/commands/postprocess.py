@@ -2,6 +2,8 @@
 predictions and apply it to a folder of predictions."""
 from __future__ import annotations
 
+from .convert import positive_int
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -47,7 +49,7 @@ def _register_determine(sub) -> None:
                    help="probability thresholds tried (default 0.3 0.4 0.6 0.7)")
     p.add_argument("--max-k", type=int, default=None,
                    help="largest k tried for keep-largest-k (default 3)")
-    p.add_argument("-np", "--num-processes", type=int, default=1, help="cases processed in parallel")
+    p.add_argument("-np", "--num-processes", type=positive_int, default=1, help="cases processed in parallel")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=_run_determine)
 
@@ -67,7 +69,7 @@ def _register_apply(sub) -> None:
                    help="dataset.json (default: the one in the input folder)")
     p.add_argument("--probabilities-folder", default=None,
                    help="folder with the <case>.npz probabilities (default: the input folder)")
-    p.add_argument("-np", "--num-processes", type=int, default=1, help="cases processed in parallel")
+    p.add_argument("-np", "--num-processes", type=positive_int, default=1, help="cases processed in parallel")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=_run_apply)
 
@@ -102,7 +104,7 @@ def _run_determine(args) -> int:
             thresholds=tuple(args.thresholds) if args.thresholds else DEFAULT_THRESHOLDS,
             max_k=DEFAULT_MAX_K if args.max_k is None else args.max_k)
         paths = write_determination(det, out, dj_path, overwrite=args.overwrite)
-    except (FileNotFoundError, FileExistsError, KeyError, ValueError, PipelineError) as e:
+    except (OSError, KeyError, ValueError, PipelineError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
         return 1
     if det.accepted:
@@ -128,7 +130,7 @@ def _run_apply(args) -> int:
             args.input_folder, args.output_folder, args.pipeline, dataset_json=args.dataset_json,
             num_processes=args.num_processes, overwrite=args.overwrite,
             probabilities_folder=args.probabilities_folder)
-    except (FileNotFoundError, FileExistsError, KeyError, ValueError, PipelineError) as e:
+    except (OSError, KeyError, ValueError, PipelineError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
         return 1
     for s in res["steps"]:

@@ -2,6 +2,8 @@
 `nnunet-ext ensemble`: weighted ensembles of probability folders, weights given or fitted on CV predictions."""
 from __future__ import annotations
 
+from .convert import positive_int
+
 _KINDS = ("variance", "entropy", "mutual_information")
 
 
@@ -81,7 +83,7 @@ def _register_ensemble(subparsers) -> None:
     p.add_argument("--folds", nargs="+", default=None, help="folds used from model folders (default: all found)")
     p.add_argument("-dj", "--dataset-json", default=None, help="dataset.json (default: from the first folder)")
     p.add_argument("-pj", "--plans-json", default=None, help="plans.json (default: from the first folder)")
-    p.add_argument("-np", "--num-processes", type=int, default=1, help="cases merged in parallel (default 1)")
+    p.add_argument("-np", "--num-processes", type=positive_int, default=1, help="cases merged in parallel (default 1)")
     p.add_argument("--save_npz", action="store_true", help="also write the ensembled probabilities")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (otherwise an error)")
     p.set_defaults(func=_run_ensemble)
@@ -230,6 +232,9 @@ def _run_ensemble(args) -> int:
             raise ValueError("--fit-on needs the reference segmentations (--gt)")
         if args.i is not None and args.fit_on is not None and len(args.fit_on) != len(args.i):
             raise ValueError(f"--fit-on needs one CV source per -i folder ({len(args.i)}), got {len(args.fit_on)}")
+        for folder in (args.i or []):
+            if not os.path.isdir(folder):
+                raise FileNotFoundError(f"-i {folder}: prediction folder does not exist")
         weights = _weights_arg(args.weights)
         first = args.i[0] if args.i is not None else args.fit_on[0]
         dataset_json = args.dataset_json or os.path.join(first, "dataset.json")
@@ -254,7 +259,7 @@ def _run_ensemble(args) -> int:
             cases = ensemble_folders_weighted(args.i, args.o, weights, args.save_npz, args.num_processes,
                                               dataset_json, plans_json, overwrite=args.overwrite)
             print(f"ensembled {len(cases)} cases into {args.o}")
-    except (FileNotFoundError, FileExistsError, KeyError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (OSError, KeyError, ValueError) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
         return 1
     return 0

@@ -79,16 +79,40 @@ def _show(args) -> int:
     return 0
 
 
+def _read_json_file(path: str, flag: str):
+    """A JSON file given on the command line, with a one-line error naming it."""
+    import json
+    from pathlib import Path
+
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{flag} {path}: file not found") from None
+    except IsADirectoryError:
+        raise ValueError(f"{flag} {path}: is a folder; give the dataset.json file") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{flag} {path}: not UTF-8 text ({error.reason})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{flag} {path}: not valid JSON: {error.msg} at line {error.lineno}, "
+                         f"column {error.colno}") from None
+
+
 def _dataset_json(args):
     import json
     from pathlib import Path
 
     if args.dataset_json:
-        return json.loads(Path(args.dataset_json).read_text()), None
+        return _read_json_file(args.dataset_json, "-dj"), None
     from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
-    name = maybe_convert_to_dataset_name(args.dataset)
+    try:
+        name = maybe_convert_to_dataset_name(args.dataset)
+    except (ValueError, RuntimeError):
+        raise ValueError(f"-d {args.dataset}: not a dataset id or DatasetNNN_Name known to nnU-Net "
+                         f"(nnUNet_raw / nnUNet_preprocessed)") from None
     for root in (nnUNet_preprocessed, nnUNet_raw):
         if root.is_set() and (Path(root.get()) / name / "dataset.json").is_file():
             folder = Path(root.get()) / name
@@ -116,8 +140,8 @@ def _check(args) -> int:
             print(f"dataset: {info.mode} with {info.n_foreground} foreground "
                   f"{'regions' if info.mode == 'sigmoid' else 'classes'} ({', '.join(info.class_names)})")
         found = find_recipe(resolved["name"])
-    except (RecipeError, FileNotFoundError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (RecipeError, OSError, RuntimeError, ValueError, KeyError) as error:
+        print(f"error: {error.args[0] if isinstance(error, KeyError) and error.args else error}", file=sys.stderr)
         return 1
     print(f"OK: {origin} is a valid recipe; train it with -tr Recipe_{resolved['name']}")
     if found is None or Path(found.path).resolve() != Path(origin).resolve():

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import zipfile
 from functools import partial
 
@@ -38,7 +40,13 @@ def brats_labels_from_nnunet(seg: np.ndarray, year: int) -> np.ndarray:
 def _convert_one(name: str, input_folder: str, output_folder: str, year: int) -> str:
     import SimpleITK as sitk
 
+    from ..image_io import ImageReadError, check_image_file
+
     src = os.path.join(input_folder, name)
+    try:
+        check_image_file(src, "prediction")  # SimpleITK alone reads a truncated .nii.gz without an error
+    except ImageReadError as e:
+        raise ConversionError(src, e.problem) from None
     try:
         img = sitk.ReadImage(src)
     except Exception:
@@ -53,34 +61,93 @@ def _convert_one(name: str, input_folder: str, output_folder: str, year: int) ->
     return name
 
 
+def _convert_one_collecting(name: str, **kw) -> tuple:
+    try:
+        _convert_one(name, **kw)
+        return name, None
+    except ConversionError as e:
+        return name, str(e)
+    except OSError as e:  # a full disk, a folder that became unwritable
+        return name, f"{os.path.join(kw['input_folder'], name)}: {e.strerror or e}"
+
+
+def _same_folder(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
 def convert_brats_predictions(input_folder: str | os.PathLike, output_folder: str | os.PathLike, year: int,
-                              num_processes: int = 1) -> list[str]:
+                              num_processes: int = 1, overwrite: bool = False) -> list[str]:
     """Convert every ``*.nii.gz`` prediction in ``input_folder`` to BraTS labels in ``output_folder``.
 
-    Returns the converted file names. Geometry is copied from each prediction.
+    Returns the converted file names. Geometry is copied from each prediction. Every prediction is
+    validated first (a truncated or corrupt file is refused, naming it); the results go into a
+    temporary folder inside ``output_folder`` and are moved into place only when every case
+    succeeded, so a failure leaves nothing converted. Existing files in ``output_folder`` (and
+    converting in place, ``output_folder == input_folder``) need ``overwrite``.
     """
+    from ..inference.naming import is_uncertainty_map
+
     input_folder, output_folder = os.fspath(input_folder), os.fspath(output_folder)
     if not os.path.isdir(input_folder):
         raise ConversionError(input_folder, "prediction folder does not exist")
-    names = sorted(f for f in os.listdir(input_folder) if f.endswith(".nii.gz"))
+    if int(num_processes) < 1:
+        raise ConversionError(None, f"-np must be at least 1, got {num_processes}")
+    names = sorted(f for f in os.listdir(input_folder)
+                   if f.endswith(".nii.gz") and not f.startswith(".") and not is_uncertainty_map(f))
     if not names:
         raise ConversionError(input_folder, "no .nii.gz predictions found")
-    os.makedirs(output_folder, exist_ok=True)
-    fn = partial(_convert_one, input_folder=input_folder, output_folder=output_folder, year=int(year))
-    if num_processes <= 1:
-        return [fn(n) for n in names]
-    import multiprocessing
-    with multiprocessing.get_context("spawn").Pool(num_processes) as pool:
-        return pool.map(fn, names)
+    if os.path.exists(output_folder) and not os.path.isdir(output_folder):
+        raise ConversionError(output_folder, "output folder is a file")
+    if not overwrite:
+        if os.path.isdir(output_folder) and _same_folder(input_folder, output_folder):
+            raise ConversionError(output_folder, "output folder is the prediction folder: converting in place "
+                                                 "replaces the predictions; choose another folder or pass --overwrite")
+        existing = [n for n in names if os.path.lexists(os.path.join(output_folder, n))]
+        if existing:
+            raise ConversionError(output_folder, f"{len(existing)} output file(s) exist already (e.g. {existing[0]}); "
+                                                 f"pass --overwrite to replace them")
+    created = not os.path.isdir(output_folder)
+    try:
+        os.makedirs(output_folder, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".brats-back-", dir=output_folder)
+    except OSError as e:
+        raise ConversionError(output_folder, f"cannot write the output folder ({e.strerror or e})") from None
+    try:
+        fn = partial(_convert_one_collecting, input_folder=input_folder, output_folder=tmp, year=int(year))
+        if num_processes <= 1 or len(names) <= 1:
+            outcomes = [fn(n) for n in names]
+        else:
+            import multiprocessing
+            with multiprocessing.get_context("spawn").Pool(min(int(num_processes), len(names))) as pool:
+                outcomes = pool.map(fn, names)
+        errors = [err for _, err in outcomes if err is not None]
+        if errors:
+            raise ConversionError(input_folder, f"{len(errors)} of {len(names)} predictions could not be converted; "
+                                                f"nothing was written:\n  " + "\n  ".join(errors))
+        for n in names:
+            os.replace(os.path.join(tmp, n), os.path.join(output_folder, n))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if created:
+            shutil.rmtree(output_folder, ignore_errors=True)
+        raise
+    shutil.rmtree(tmp, ignore_errors=True)
+    return names
 
 
 def write_vesuvius_submission(prediction_folder: str | os.PathLike, zip_path: str | os.PathLike,
-                              test_images_folder: str | os.PathLike | None = None) -> list[str]:
+                              test_images_folder: str | os.PathLike | None = None,
+                              overwrite: bool = False) -> list[str]:
     """Zip nnU-Net's Vesuvius predictions as a competition submission.
 
     Every ``<id>.tif`` prediction (written by nnU-Net's ``Tiff3DIO``, spacing sidecars ignored) is
     stored as ``<id>.tif``, uint8, values 0/1. With ``test_images_folder`` each prediction's shape is
-    checked against ``<id>.tif`` there and missing predictions raise.
+    checked against ``<id>.tif`` there and missing predictions raise. Uncertainty maps written by
+    ``nnunet-ext predict`` (``<id>_uncertainty_<kind>.tif``) are not predictions and are skipped. An
+    existing ``zip_path`` is only replaced with ``overwrite``.
 
     Returns the ids written.
     """
@@ -91,11 +158,21 @@ def write_vesuvius_submission(prediction_folder: str | os.PathLike, zip_path: st
     prediction_folder = os.fspath(prediction_folder)
     if not os.path.isdir(prediction_folder):
         raise ConversionError(prediction_folder, "prediction folder does not exist")
-    ids = sorted(f[:-4] for f in os.listdir(prediction_folder) if f.endswith(".tif"))
+    from ..inference.naming import is_uncertainty_map
+
+    ids = sorted(f[:-4] for f in os.listdir(prediction_folder)
+                 if f.endswith(".tif") and not f.startswith(".") and not is_uncertainty_map(f))
     if not ids:
         raise ConversionError(prediction_folder, "no .tif predictions found")
+    zip_path = os.fspath(zip_path)
+    if os.path.isdir(zip_path):
+        raise ConversionError(zip_path, "is a folder; give the path of the .zip file to write")
+    if os.path.lexists(zip_path) and not overwrite:
+        raise ConversionError(zip_path, "submission file exists already; pass --overwrite to replace it")
     if test_images_folder is not None:
         test_images_folder = os.fspath(test_images_folder)
+        if not os.path.isdir(test_images_folder):
+            raise ConversionError(test_images_folder, "test images folder does not exist")
         expected = sorted(f[:-4] for f in os.listdir(test_images_folder) if f.endswith(".tif"))
         missing = sorted(set(expected) - set(ids))
         if missing:
@@ -116,7 +193,9 @@ def write_vesuvius_submission(prediction_folder: str | os.PathLike, zip_path: st
                         raise ConversionError(src, f"prediction shape {pred.shape} differs from test volume {ref_shape}")
                 bad = np.setdiff1d(np.unique(pred), [0, 1])
                 if bad.size:
-                    raise ConversionError(src, f"prediction holds values {bad.tolist()}; a submission is 0/1")
+                    shown = ", ".join(f"{v:g}" for v in bad[:10].tolist()) + (" ..." if bad.size > 10 else "")
+                    raise ConversionError(src, f"prediction holds {bad.size} value(s) other than 0/1 ({shown}); "
+                                               f"a submission is 0/1")
                 import io as _io
                 buf = _io.BytesIO()
                 tifffile.imwrite(buf, pred.astype(np.uint8), photometric="minisblack", compression="zlib")

@@ -24,7 +24,7 @@ from functools import partial
 
 import numpy as np
 
-from .errors import ConversionError
+from .errors import ConversionError, Problems
 from .io import check_labels, check_same_grid, inspect_nifti, label_count_dict, read_nifti, write_nifti_like
 from .report import CaseResult, ConversionReport
 from .writer import CaseSpec, write_dataset
@@ -95,6 +95,48 @@ def raw_to_nnunet_labels(seg: np.ndarray, year: int) -> np.ndarray:
     return out
 
 
+def detect_brats_year(source: str | os.PathLike) -> tuple[int, str]:
+    """The BraTS edition of a training folder from its layout: ``(year, how it was recognised)``.
+
+    ``BraTS2021_XXXXX`` case folders are 2021; ``BraTS-GLI-XXXXX-XXX`` folders are 2023, or 2024 when
+    some segmentation holds label 4 (resection cavity of the post-treatment cases; segmentations are
+    read until one does). Raises :class:`ConversionError` when the folder holds no case folders or
+    both layouts (then ``year`` must be given).
+    """
+    source = os.fspath(source)
+    if not os.path.isdir(source):
+        raise ConversionError(source, "source folder does not exist")
+    entries = sorted(n for n in os.listdir(source) if os.path.isdir(os.path.join(source, n)))
+    old = [n for n in entries if re.fullmatch(CONVENTIONS[2021].case_pattern, n)]
+    new = [n for n in entries if re.fullmatch(CONVENTIONS[2023].case_pattern, n)]
+    if old and new:
+        raise ConversionError(source, f"cannot tell the BraTS year: the folder holds both 2021 case folders "
+                                      f"({old[0]}) and 2023/2024 ones ({new[0]}); pass --year")
+    if old:
+        return 2021, f"case folders named like {old[0]}"
+    if not new:
+        raise ConversionError(source, "no BraTS case folders (like BraTS2021_00000 or BraTS-GLI-00000-000) found; "
+                                      "cannot tell the year")
+    from .nifti_scan import scan_nifti
+
+    for n in new:
+        seg = os.path.join(source, n, f"{n}-seg.nii.gz")
+        try:
+            scan = scan_nifti(seg, "label", keep_voxels=True)
+        except (ConversionError, OSError):
+            continue  # the conversion itself reports a damaged or missing file
+        voxels = scan.voxels
+        if voxels is None:
+            try:
+                voxels = read_nifti(seg, "label").array
+            except ConversionError:
+                continue
+        if np.any(voxels == 4):
+            return 2024, f"case folders named like {n}, and {os.path.basename(seg)} holds label 4 (resection cavity)"
+    return 2023, (f"case folders named like {new[0]} and no segmentation with label 4 (2024's resection cavity); "
+                  f"pass --year 2024 if these are 2024 data")
+
+
 def find_brats_cases(source: str | os.PathLike, year: int, labelled: bool = True) -> list[CaseSpec]:
     """List the case folders of a BraTS training (``labelled``) or validation/test folder.
 
@@ -115,16 +157,17 @@ def find_brats_cases(source: str | os.PathLike, year: int, labelled: bool = True
         example = "BraTS2021_00000" if year == 2021 else "BraTS-GLI-00000-000"
         raise ConversionError(source, f"no BraTS {year} case folders (like {example}) found{hint}")
     cases = []
+    problems = Problems()
     for n in names:
         d = os.path.join(source, n)
         images = tuple(os.path.join(d, f"{n}{conv.separator}{m}.nii.gz") for m in conv.modalities)
         for f, m in zip(images, conv.modalities):
-            if not os.path.isfile(f):
-                raise ConversionError(f, f"missing modality '{m}'")
+            problems.check_file(f, f"missing modality '{m}'")
         label = os.path.join(d, f"{n}{conv.separator}seg.nii.gz")
-        if labelled and not os.path.isfile(label):
-            raise ConversionError(label, "missing label file")
+        if labelled:
+            problems.check_file(label, "missing label file")
         cases.append(CaseSpec(n, images, label if labelled else None, group=conv.patient(n)))
+    problems.raise_if_any(source)
     return cases
 
 
@@ -155,7 +198,7 @@ def convert_brats_case(case: CaseSpec, images_dir: str, labels_dir: str, *, year
     return CaseResult(case.case_id, vols[0].header_spacing, tuple(vols[0].shape[::-1]), counts, is_test=case.label is None, bytes_read=nbytes)
 
 
-def convert_brats(source: str | os.PathLike, dataset_id: int, *, year: int, dataset_name: str | None = None,
+def convert_brats(source: str | os.PathLike, dataset_id: int, *, year: int | None = None, dataset_name: str | None = None,
                   test_source: str | os.PathLike | None = None, raw_root: str | os.PathLike | None = None,
                   overwrite: bool = False, num_processes: int = 1, n_folds: int | None = None, seed: int = 12345,
                   verify: bool = True, progress: bool = True) -> ConversionReport:
@@ -165,8 +208,9 @@ def convert_brats(source: str | os.PathLike, dataset_id: int, *, year: int, data
     ----------
     source : path
         Folder of case folders, each with four modalities and a segmentation.
-    year : int
-        2021, 2023 or 2024 (sets naming, label remapping and regions).
+    year : int, optional
+        2021, 2023 or 2024 (sets naming, label remapping and regions); detected from the layout when
+        not given (:func:`detect_brats_year`).
     test_source : path, optional
         Folder of unlabelled case folders (validation data) → ``imagesTs``.
     n_folds, seed : optional
@@ -174,6 +218,8 @@ def convert_brats(source: str | os.PathLike, dataset_id: int, *, year: int, data
         land in the same fold.
     Other parameters are those of :func:`~nnunet_ext.dataset_conversion.writer.write_dataset`.
     """
+    if year is None:
+        year, _ = detect_brats_year(source)
     conv = get_convention(year)
     cases = find_brats_cases(source, year, labelled=True)
     if test_source is not None:

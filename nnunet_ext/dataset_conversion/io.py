@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import ConversionError
+from .errors import ConversionError, absent_file_problem
 from .nifti_scan import scan_nifti
 
 
@@ -43,7 +43,7 @@ def require_file(path: str | os.PathLike, what: str) -> str:
     """Return ``path`` as a string, or raise if it is not an existing non-empty file."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise ConversionError(path, f"missing {what}")
+        raise ConversionError(path, absent_file_problem(path, f"missing {what}"))
     if os.path.getsize(path) == 0:
         raise ConversionError(path, f"empty file ({what})")
     return path
@@ -173,18 +173,28 @@ def label_histogram(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def check_same_grid(ref, other, what: str, rtol: float = 1e-5, atol: float = 1e-8) -> None:
-    """Raise if ``other`` does not share shape and spacing with ``ref`` (:class:`Volume` or :class:`NiftiInfo`).
+    """Raise if ``other`` does not share shape, spacing, origin and direction with ``ref``
+    (:class:`Volume` or :class:`NiftiInfo`).
 
-    The default tolerance is that of nnU-Net's own check (``np.allclose(spacing_seg, spacing_images)``),
-    so a case accepted here is accepted by ``verify_dataset_integrity`` too.
+    The default tolerance is that of nnU-Net's own check (``np.allclose``), so a case accepted here
+    is accepted by ``verify_dataset_integrity`` without its origin/direction warnings. Shapes and
+    spacings in messages are in NIfTI header order (x, y, z), the order the report uses.
     """
+    ref_name = os.path.basename(ref.path)
     if ref.shape != other.shape:
-        raise ConversionError(other.path, f"{what} shape {other.shape} does not match "
-                                          f"{os.path.basename(ref.path)} shape {ref.shape}")
+        raise ConversionError(other.path, f"{what} shape (x, y, z) {tuple(other.shape[::-1])} does not match "
+                                          f"{ref_name} shape {tuple(ref.shape[::-1])}")
     if not np.allclose(other.spacing, ref.spacing, rtol=rtol, atol=atol):
-        raise ConversionError(other.path, f"{what} spacing {tuple(round(s, 5) for s in other.spacing)} does not "
-                                          f"match {os.path.basename(ref.path)} spacing "
-                                          f"{tuple(round(s, 5) for s in ref.spacing)}")
+        raise ConversionError(other.path, f"{what} spacing (x, y, z) {tuple(round(s, 5) for s in other.spacing[::-1])} "
+                                          f"does not match {ref_name} spacing "
+                                          f"{tuple(round(s, 5) for s in ref.spacing[::-1])}")
+    for key in ("origin", "direction"):
+        a, b = getattr(other, key, None), getattr(ref, key, None)
+        if a and b and (len(a) != len(b) or not np.allclose(a, b, rtol=rtol, atol=atol)):
+            raise ConversionError(other.path, f"{what} {key} {tuple(round(float(v), 5) for v in a)} does not match "
+                                              f"{ref_name} {key} {tuple(round(float(v), 5) for v in b)}; "
+                                              f"the files are not on the same grid (a flipped or shifted "
+                                              f"{what} would be written onto the wrong voxels)")
 
 
 def write_nifti_like(array: np.ndarray, ref: Volume | NiftiInfo, out_path: str, dtype=np.uint8) -> None:

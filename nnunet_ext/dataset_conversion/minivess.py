@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 
-from .errors import ConversionError
+from .errors import ConversionError, Problems, absent_file_problem
 from .io import check_labels, check_same_grid, inspect_nifti, label_count_dict, read_nifti, write_nifti_like
 from .report import CaseResult, ConversionReport
 from .writer import CaseSpec, write_dataset
@@ -31,8 +31,8 @@ _SEG = re.compile(r"^(mv\d+)_y\.nii\.gz$")
 def find_minivess_cases(source: str | os.PathLike) -> list[CaseSpec]:
     """List the MiniVess cases in ``source`` (the extracted archive root).
 
-    Every ``raw/mvXX.nii.gz`` needs ``seg/mvXX_y.nii.gz`` and vice versa; a missing partner raises
-    :class:`ConversionError` naming the expected file.
+    Every ``raw/mvXX.nii.gz`` needs ``seg/mvXX_y.nii.gz`` and vice versa; missing partners raise one
+    :class:`ConversionError` naming every expected file.
     """
     source = os.fspath(source)
     if not os.path.isdir(source):
@@ -45,11 +45,16 @@ def find_minivess_cases(source: str | os.PathLike) -> list[CaseSpec]:
     segs = {m.group(1) for f in os.listdir(seg_dir) if (m := _SEG.match(f))}
     if not raws and not segs:
         raise ConversionError(raw_dir, "no mvXX.nii.gz volumes found")
-    for case in sorted(segs - raws):
-        raise ConversionError(os.path.join(raw_dir, f"{case}.nii.gz"), "missing image for existing label "
-                                                                       f"seg/{case}_y.nii.gz")
-    for case in sorted(raws - segs):
-        raise ConversionError(os.path.join(seg_dir, f"{case}_y.nii.gz"), "missing label file")
+    problems = Problems()
+    for case in sorted(segs | raws):
+        if case not in raws:
+            problems.add(os.path.join(raw_dir, f"{case}.nii.gz"),
+                         absent_file_problem(os.path.join(raw_dir, f"{case}.nii.gz"),
+                                             f"missing image for existing label seg/{case}_y.nii.gz"))
+        if case not in segs:
+            problems.add(os.path.join(seg_dir, f"{case}_y.nii.gz"),
+                         absent_file_problem(os.path.join(seg_dir, f"{case}_y.nii.gz"), "missing label file"))
+    problems.raise_if_any(source)
     cases = []
     for case in sorted(raws):
         meta_file = os.path.join(json_dir, f"{case}.json")

@@ -20,7 +20,7 @@ from functools import partial
 
 import numpy as np
 
-from .errors import ConversionError
+from .errors import ConversionError, Problems
 from .io import check_labels, label_count_dict
 from .tiff_io import read_slide, read_tiff
 from .report import CaseResult, ConversionReport
@@ -143,6 +143,7 @@ def find_monusac_cases(source: str | os.PathLike) -> list[CaseSpec]:
     nested = os.path.join(source, "MoNuSAC_images_and_annotations")
     base = nested if os.path.isdir(nested) else source
     cases = []
+    problems = Problems()
     for patient in sorted(os.listdir(base)):
         pdir = os.path.join(base, patient)
         if not os.path.isdir(pdir):
@@ -156,11 +157,13 @@ def find_monusac_cases(source: str | os.PathLike) -> list[CaseSpec]:
             found = by_stem[stem]
             image = next((found[e] for e in IMAGE_EXTENSIONS if e in found), None)
             if image is None:
-                raise ConversionError(os.path.join(pdir, stem + ".svs"),
-                                      "missing image (.svs or .tif) for existing annotation XML")
+                problems.add(os.path.join(pdir, stem + ".svs"), "missing image (.svs or .tif) for existing annotation XML")
+                continue
             if ".xml" not in found:
-                raise ConversionError(os.path.join(pdir, stem + ".xml"), "missing annotation (label) file")
+                problems.add(os.path.join(pdir, stem + ".xml"), "missing annotation (label) file")
+                continue
             cases.append(CaseSpec(re.sub(r"[^A-Za-z0-9_\-]", "_", stem), (image,), found[".xml"], group=patient))
+    problems.raise_if_any(source)
     if not cases:
         raise ConversionError(base, "no MoNuSAC <patient>/<name>.svs (or .tif) + .xml pairs found")
     return cases

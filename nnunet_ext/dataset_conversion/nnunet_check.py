@@ -88,3 +88,22 @@ def _replaced(module, name: str, value):
         yield
     finally:
         setattr(module, name, saved)
+
+
+def warnings_in(printed: str, folder: str = "") -> list[str]:
+    """The warnings in what ``verify_dataset_integrity`` printed, one line each: the ``WARNING`` line
+    with the file names printed after it, the temporary folder's path shortened to the dataset's."""
+    import os
+    import re
+
+    out = []
+    lines = printed.splitlines()
+    for i, line in enumerate(lines):
+        if not re.match(r"\s*warning\b", line, re.IGNORECASE):
+            continue
+        files = next((ln for ln in lines[i + 1: i + 8] if re.search(r"\.(nii\.gz|nii|tif|tiff|png|nrrd|mha)\b", ln)), "")
+        text = line.strip() + (f" ({files.strip()})" if files and files not in line else "")
+        if folder:
+            text = text.replace(os.path.join(folder, ""), "")
+        out.append(text[:500])
+    return out

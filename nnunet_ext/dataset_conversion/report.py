@@ -42,6 +42,7 @@ class ConversionReport:
     seconds: float
     megabytes_read: float
     splits: str | None = None
+    warnings: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,6 +71,8 @@ class ConversionReport:
             lines.append(f"  skipped: {s}")
         for s in self.notes:
             lines.append(f"  note: {s}")
+        for s in self.warnings:
+            lines.append(f"  warning: {s}")
         return "\n".join(lines)
 
 

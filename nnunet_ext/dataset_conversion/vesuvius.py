@@ -21,7 +21,7 @@ import shutil
 
 import numpy as np
 
-from .errors import ConversionError
+from .errors import ConversionError, Problems
 from .io import check_labels, label_count_dict
 from .tiff_io import read_tiff
 from .report import CaseResult, ConversionReport
@@ -55,18 +55,18 @@ def find_vesuvius_cases(source: str | os.PathLike, include_test: bool = True) ->
     if not os.path.isfile(train_csv):
         raise ConversionError(train_csv, "missing: not a Vesuvius Surface Detection folder")
     cases, skipped = [], []
+    problems = Problems()
     for cid, scroll in _read_ids(train_csv):
         img = os.path.join(source, "train_images", f"{cid}.tif")
         lab = os.path.join(source, "train_labels", f"{cid}.tif")
-        has_img, has_lab = os.path.isfile(img), os.path.isfile(lab)
-        if not has_img and not has_lab:
+        if not os.path.lexists(img) and not os.path.lexists(lab):
             skipped.append(f"train.csv id {cid}: no image or label file (deprecated volume)")
             continue
-        if not has_img:
-            raise ConversionError(img, "missing image for existing label")
-        if not has_lab:
-            raise ConversionError(lab, "missing label file")
-        cases.append(CaseSpec(cid, (img,), lab, group=scroll or None))
+        ok_img = problems.check_file(img, "missing image for existing label")
+        ok_lab = problems.check_file(lab, "missing label file")
+        if ok_img and ok_lab:
+            cases.append(CaseSpec(cid, (img,), lab, group=scroll or None))
+    problems.raise_if_any(source)
     test_csv = os.path.join(source, "test.csv")
     if include_test and os.path.isfile(test_csv):
         for cid, scroll in _read_ids(test_csv):
@@ -131,6 +131,9 @@ def convert_vesuvius(source: str | os.PathLike, dataset_id: int, *, dataset_name
         Write ``splits_final.json``; ``group_by_scroll`` keeps each scroll in one fold.
     Other parameters are those of :func:`~nnunet_ext.dataset_conversion.writer.write_dataset`.
     """
+    if group_by_scroll and not n_folds:
+        raise ConversionError(None, "group_by_scroll (--group-by-scroll) groups the folds of splits_final.json: "
+                                    "give n_folds (--folds K) too")
     cases, skipped = find_vesuvius_cases(source, include_test)
     dataset_json = dict(
         channel_names={0: "CT"}, labels=LABELS, file_ending=".tif", overwrite_image_reader_writer="Tiff3DIO",
@@ -141,6 +144,6 @@ def convert_vesuvius(source: str | os.PathLike, dataset_id: int, *, dataset_name
     return write_dataset(cases, convert_vesuvius_case, dataset_id=dataset_id, dataset_name=dataset_name,
                          dataset_json=dataset_json, raw_root=raw_root, overwrite=overwrite,
                          num_processes=num_processes, verify=verify, n_folds=n_folds, seed=seed,
-                         group_folds=group_by_scroll, spacing_axes="z, y, x (voxels)", skipped=skipped,
+                         group_folds=group_by_scroll, group_name="scroll", spacing_axes="z, y, x (voxels)", skipped=skipped,
                          source=os.fspath(source), label_names={0: "background", 1: "surface", 2: "ignore"},
                          progress=progress, workers="threads")

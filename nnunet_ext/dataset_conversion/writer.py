@@ -73,13 +73,45 @@ def dataset_folder_name(dataset_id: int, name: str) -> str:
 
 
 def resolve_raw_root(raw_root: str | os.PathLike | None) -> str:
-    """The explicit ``raw_root`` or ``$nnUNet_raw``; raises if neither is usable."""
-    root = os.fspath(raw_root) if raw_root is not None else os.environ.get("nnUNet_raw")
+    """The explicit ``raw_root`` (``--raw-root``) or ``$nnUNet_raw``.
+
+    A root that does not exist yet is created (and said so on stderr), as nnU-Net's own conversion
+    scripts do, provided its parent folder exists; a missing parent, a file in its place or a root
+    that cannot be written is an error naming where the path came from.
+    """
+    explicit = raw_root is not None
+    root = os.fspath(raw_root) if explicit else os.environ.get("nnUNet_raw")
+    origin = "--raw-root" if explicit else "$nnUNet_raw"
     if not root:
-        raise ConversionError(None, "no output location: set the nnUNet_raw environment variable or pass raw_root")
+        raise ConversionError(None, "no output location: set the nnUNet_raw environment variable or pass --raw-root")
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise ConversionError(root, f"{origin} is a file, not a folder")
     if not os.path.isdir(root):
-        raise ConversionError(root, "nnUNet_raw folder does not exist")
+        parent = os.path.dirname(os.path.abspath(root))
+        if not os.path.isdir(parent):
+            raise ConversionError(root, f"{origin} folder does not exist, nor does its parent {parent}; "
+                                        f"create it or fix the path")
+        try:
+            os.mkdir(root)
+        except OSError as e:
+            raise ConversionError(root, f"cannot create the {origin} folder ({e.strerror or e})") from None
+        import sys
+        print(f"created the {origin} folder {root}", file=sys.stderr)
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise ConversionError(root, f"{origin} folder is not writable (permission denied)")
     return root
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def make_private_tmp_public(folder: str) -> None:
+    """Give a ``tempfile.mkdtemp`` folder (always mode 0700) the mode a plain ``mkdir`` would have
+    (0777 minus the umask), so that a dataset moved into place is readable as any other folder."""
+    os.chmod(folder, 0o777 & ~_umask())
 
 
 def check_target_free(raw_root: str, dataset_id: int, folder_name: str, overwrite: bool) -> str:
@@ -91,7 +123,8 @@ def check_target_free(raw_root: str, dataset_id: int, folder_name: str, overwrit
             raise ConversionError(os.path.join(raw_root, other),
                                   f"dataset id {dataset_id} is already used by this dataset; choose another id")
     if os.path.exists(target) and not overwrite:
-        raise ConversionError(target, "target dataset already exists; pass overwrite=True (--overwrite) to replace it")
+        raise ConversionError(target, "target dataset already exists; use --overwrite (Python: overwrite=True) "
+                                      "to replace it")
     return target
 
 
@@ -124,14 +157,15 @@ def _convert_all(cases, convert_case, images_tr, labels_tr, images_ts, num_worke
         return list(tqdm(pool.imap_unordered(_run_one, jobs), **bar))
 
 
-def verify_with_nnunet(folder: str, num_workers: int = 1) -> None:
+def verify_with_nnunet(folder: str, num_workers: int = 1) -> list[str]:
     """Run nnU-Net's ``verify_dataset_integrity`` (in this process, see :mod:`.nnunet_check`).
 
-    Its failures become a :class:`ConversionError`.
+    Its failures become a :class:`ConversionError`; its warnings (origin/direction mismatches, a
+    label map with only background, ...) are returned, one line each, for the report.
     """
-    from .nnunet_check import verify_dataset_in_process
+    from .nnunet_check import verify_dataset_in_process, warnings_in
 
-    verify_dataset_in_process(folder, num_workers)
+    return warnings_in(verify_dataset_in_process(folder, num_workers), folder)
 
 
 def write_dataset_json(folder: str, dataset_json: Mapping, num_training: int) -> None:
@@ -155,7 +189,7 @@ def write_dataset_json(folder: str, dataset_json: Mapping, num_training: int) ->
 def write_dataset(cases: Sequence[CaseSpec], convert_case: ConvertCase, *, dataset_id: int, dataset_name: str,
                   dataset_json: Mapping, raw_root: str | os.PathLike | None = None, overwrite: bool = False,
                   num_processes: int = 1, verify: bool = True, n_folds: int | None = None, seed: int = 12345,
-                  group_folds: bool = False, spacing_axes: str = "z, y, x", skipped: Sequence[str] = (),
+                  group_folds: bool = False, group_name: str = "patient", spacing_axes: str = "z, y, x", skipped: Sequence[str] = (),
                   extra_files: Mapping[str, str] | None = None, source: str | None = None,
                   label_names: Mapping[int, str] | None = None, progress: bool = True,
                   workers: str = "processes") -> ConversionReport:
@@ -185,7 +219,7 @@ def write_dataset(cases: Sequence[CaseSpec], convert_case: ConvertCase, *, datas
         this package's own checks of the raw files (see ``docs/converters.md`` for what is lost).
     n_folds, seed, group_folds : optional
         Write ``splits_final.json`` with ``n_folds`` folds; ``group_folds`` keeps cases that share
-        ``CaseSpec.group`` in one fold.
+        ``CaseSpec.group`` in one fold; ``group_name`` says what a group is (report).
     spacing_axes : str
         Axis order of the spacings the converter reports.
     skipped : sequence of str
@@ -219,7 +253,11 @@ def write_dataset(cases: Sequence[CaseSpec], convert_case: ConvertCase, *, datas
     if n_train == 0:
         raise ConversionError(source, "no training cases (with labels) found")
 
-    tmp = tempfile.mkdtemp(prefix=f".{folder_name}.tmp-", dir=raw_root)
+    try:
+        tmp = tempfile.mkdtemp(prefix=f".{folder_name}.tmp-", dir=raw_root)
+    except OSError as e:
+        raise ConversionError(raw_root, f"cannot write into the output folder ({e.strerror or e})") from None
+    make_private_tmp_public(tmp)
     moved = False
     try:
         images_tr, labels_tr = os.path.join(tmp, "imagesTr"), os.path.join(tmp, "labelsTr")
@@ -249,7 +287,7 @@ def write_dataset(cases: Sequence[CaseSpec], convert_case: ConvertCase, *, datas
             with open(os.path.join(tmp, "splits_final.json"), "w") as f:
                 json.dump(splits, f, indent=2)
             splits_note = (f"splits_final.json with {n_folds} folds, seed {seed}"
-                           + (", grouped by patient" if group_folds else ""))
+                           + (f", grouped by {group_name}" if group_folds else ""))
         for rel, src in (extra_files or {}).items():
             dst = os.path.join(tmp, rel)
             os.makedirs(os.path.dirname(dst), exist_ok=True)
@@ -259,7 +297,7 @@ def write_dataset(cases: Sequence[CaseSpec], convert_case: ConvertCase, *, datas
                               spacing_axes=spacing_axes, label_names=dict(label_names) if label_names else _label_names(dataset_json["labels"]),
                               skipped=skipped, seconds=0.0, splits=splits_note)
         if verify:
-            verify_with_nnunet(tmp, num_processes)
+            report.warnings.extend(verify_with_nnunet(tmp, num_processes))
         report.seconds = round(time.perf_counter() - t0, 3)
         with open(os.path.join(tmp, "conversion_report.json"), "w") as f:
             json.dump(report.to_dict(), f, indent=2)
@@ -267,15 +305,48 @@ def write_dataset(cases: Sequence[CaseSpec], convert_case: ConvertCase, *, datas
         old = None
         if os.path.exists(target):  # only reachable with overwrite=True
             old = tempfile.mkdtemp(prefix=f".{folder_name}.old-", dir=raw_root)
-            os.rename(target, os.path.join(old, folder_name))
-        os.rename(tmp, target)
+            try:
+                os.rename(target, os.path.join(old, folder_name))
+            except OSError as e:
+                os.rmdir(old)
+                raise ConversionError(target, f"cannot move the existing dataset aside to replace it "
+                                              f"({e.strerror or e}); it is unchanged, and nothing new "
+                                              f"was written") from None
+        try:
+            os.rename(tmp, target)
+        except OSError as e:
+            if old is not None:  # put the old dataset back
+                os.rename(os.path.join(old, folder_name), target)
+                os.rmdir(old)
+            raise ConversionError(target, f"cannot move the converted dataset into place ({e.strerror or e}); "
+                                          f"nothing was changed") from None
         moved = True
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            _remove_old_copy(old, report)
         return report
     finally:
         if not moved:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_old_copy(old: str, report: ConversionReport) -> None:
+    """Delete the replaced dataset; what cannot be deleted is said on stderr and in the report,
+    never left behind silently."""
+    import sys
+
+    failures = []
+    shutil.rmtree(old, onerror=lambda fn, path, exc: failures.append(f"{path}: {exc[1]}"))
+    if failures or os.path.exists(old):
+        note = (f"the replaced dataset could not be fully deleted; remove {old} by hand "
+                f"({failures[0] if failures else 'still present'})")
+        print(f"warning: {note}", file=sys.stderr)
+        report.warnings.append(note)
+        report_file = os.path.join(report.dataset_folder, "conversion_report.json")
+        try:
+            with open(report_file, "w") as f:
+                json.dump(report.to_dict(), f, indent=2)
+        except OSError:
+            pass
 
 
 def _label_names(labels: Mapping) -> dict:

@@ -145,7 +145,7 @@ def evaluate_nnunet_results(
         if recompute or not os.path.isfile(csv_path):
             # gt_segmentations holds every training case, the fold only its validation cases
             evaluate_folders(val, gt_folder, dj, output_folder=val, num_processes=num_processes,
-                             progress=progress, only_predicted=True, **evaluate_kwargs)
+                             progress=progress, only_predicted=True, overwrite=True, **evaluate_kwargs)
         for r in read_metrics_csv(csv_path):
             r["fold"] = fold
             rows.append(r)

@@ -15,13 +15,13 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..image_io import ImageReadError, check_image_file, check_label_values, geometry_problem, label_values_of_dataset_json, read_seg
 from ..inference.naming import is_uncertainty_map
 from ._common import STATUSES
 from .case import case_metrics, check_metric_names
 from .skeleton import SKELETON_STATUSES, check_skeleton_method
 from .stats import summarize
 
-_SPACING_RTOL = 1e-4
 
 
 def load_dataset_json(path: str) -> dict:
@@ -47,12 +47,13 @@ def reference_folder_of_results(results_folder: str, gt_folder: Optional[str] = 
         pre = os.environ.get("nnUNet_preprocessed")
         if not pre:
             raise KeyError(f"cannot find the reference segmentations of {results_folder}: the "
-                           "environment variable nnUNet_preprocessed is not set (or pass the "
-                           "reference folder)")
+                           "environment variable nnUNet_preprocessed is not set; pass the reference "
+                           "folder with --gt-folder")
         dataset = os.path.basename(os.path.dirname(os.path.normpath(results_folder)))
         gt_folder = os.path.join(pre, dataset, "gt_segmentations")
     if not os.path.isdir(gt_folder):
-        raise FileNotFoundError(f"reference folder {gt_folder} (for {results_folder}) not found")
+        raise FileNotFoundError(f"reference folder {gt_folder} (for {results_folder}) not found; pass the "
+                                "reference segmentations with --gt-folder")
     return gt_folder
 
 
@@ -89,27 +90,30 @@ def _ignore_label(dataset_json: dict) -> Optional[int]:
     return lm.ignore_label if lm.has_ignore_label else None
 
 
-def _read(reader, path: str) -> Tuple[np.ndarray, Tuple[float, ...]]:
-    seg, props = reader.read_seg(path)
+def _read(reader, path: str, allowed, what: str) -> Tuple[np.ndarray, Tuple[float, ...], dict]:
+    """Read a segmentation through the shared reader (damaged files refused), check its label
+    values against dataset.json; nnU-Net's 2D layout (1, X, Y) is squeezed."""
+    seg, props = read_seg(reader, path, what)
     seg = np.asarray(seg)[0]
+    check_label_values(seg, allowed, path, what)
     spacing = tuple(float(s) for s in props["spacing"])
     if seg.ndim == 3 and seg.shape[0] == 1:  # nnU-Net stores 2D images as (1, X, Y)
         seg, spacing = seg[0], spacing[1:]
-    return seg, spacing
+    return seg, spacing, props
 
 
 def _evaluate_case(job) -> List[Dict[str, object]]:
     (case, pred_path, ref_path, reader_cls, classes, ignore, metrics, tolerance, percentile,
-     empty_distance, skeleton) = job
+     empty_distance, skeleton, allowed) = job
     reader = reader_cls()
-    ref, sp_ref = _read(reader, ref_path)
-    pred, sp_pred = _read(reader, pred_path)
+    ref, sp_ref, ref_props = _read(reader, ref_path, allowed, "reference")
+    pred, sp_pred, pred_props = _read(reader, pred_path, allowed, "prediction")
     if pred.shape != ref.shape:
-        raise ValueError(f"case {case}: prediction {pred_path} has shape {pred.shape}, "
-                         f"reference {ref_path} has shape {ref.shape}")
-    if not np.allclose(sp_pred, sp_ref, rtol=_SPACING_RTOL):
-        raise ValueError(f"case {case}: prediction {pred_path} has spacing {sp_pred}, "
-                         f"reference {ref_path} has spacing {sp_ref}")
+        raise ImageReadError(None, f"case {case}: prediction {pred_path} has shape {pred.shape}, "
+                                   f"reference {ref_path} has shape {ref.shape}")
+    problem = geometry_problem(pred_props, ref_props, f"reference {ref_path}")
+    if problem is not None:
+        raise ImageReadError(pred_path, f"prediction {problem}")
     valid = None if ignore is None else ref != ignore
     rows = []
     for name, values in classes:
@@ -193,6 +197,7 @@ def evaluate_folders(
     only_predicted: bool = False,
     write: bool = True,
     skeleton: str = "skimage",
+    overwrite: bool = False,
 ) -> Tuple[List[Dict[str, object]], dict]:
     """Evaluate every reference case against the prediction with the same file name.
 
@@ -222,6 +227,9 @@ def evaluate_folders(
     skeleton : {"skimage", "robust"}
         Skeleton definition of clDice (:func:`nnunet_ext.evaluation.case_metrics`); with clDice
         the CSV has a ``skeleton_status`` column.
+    overwrite : bool
+        Replace ``metrics_per_case.csv`` / ``metrics_summary.json`` that exist in the output folder
+        (otherwise that is an error, raised before any case is read).
 
     Returns
     -------
@@ -238,22 +246,29 @@ def evaluate_folders(
     ignore = _ignore_label(dj)
     fe = dj["file_ending"]
     files = _list_cases(pred_folder, ref_folder, fe, only_predicted)
+    out = pred_folder if output_folder is None else output_folder
+    if write:
+        check_output_folder(out, EVALUATION_OUTPUTS, overwrite)
+    check_image_file(os.path.join(ref_folder, files[0]), "reference")  # the reader is chosen by reading it
     reader_cls = determine_reader_writer_from_dataset_json(dj, os.path.join(ref_folder, files[0]))
+    allowed = label_values_of_dataset_json(dj)
     jobs = [(f[: -len(fe)], os.path.join(pred_folder, f), os.path.join(ref_folder, f), reader_cls,
-             classes, ignore, names, tolerance, percentile, empty_distance, skeleton)
+             classes, ignore, names, tolerance, percentile, empty_distance, skeleton, allowed)
             for f in files]
     rows: List[Dict[str, object]] = []
     bar = tqdm(total=len(jobs), desc="evaluating", unit="case", disable=not progress)
-    if num_processes <= 1:
-        for job in jobs:
-            rows.extend(_evaluate_case(job))
-            bar.update()
-    else:
-        with multiprocessing.get_context("spawn").Pool(num_processes) as pool:
-            for res in pool.imap_unordered(_evaluate_case, jobs):
-                rows.extend(res)
+    try:
+        if num_processes <= 1:
+            for job in jobs:
+                rows.extend(_evaluate_case(job))
                 bar.update()
-    bar.close()
+        else:
+            with multiprocessing.get_context("spawn").Pool(num_processes) as pool:
+                for res in pool.imap_unordered(_evaluate_case, jobs):
+                    rows.extend(res)
+                    bar.update()
+    finally:
+        bar.close()
     order = {job[0]: i for i, job in enumerate(jobs)}
     cls_order = {c[0]: i for i, c in enumerate(classes)}
     rows.sort(key=lambda r: (order[r["case"]], cls_order[r["class"]]))
@@ -266,12 +281,36 @@ def evaluate_folders(
                            "classes": {n: list(v) for n, v in classes}}
     if not write:
         return rows, summary
-    out = pred_folder if output_folder is None else output_folder
     os.makedirs(out, exist_ok=True)
-    write_rows_csv(rows, os.path.join(out, "metrics_per_case.csv"))
-    with open(os.path.join(out, "metrics_summary.json"), "w") as f:
+    csv_path, json_path = (os.path.join(out, n) for n in EVALUATION_OUTPUTS)
+    write_rows_csv(rows, csv_path + ".partial")
+    with open(json_path + ".partial", "w") as f:
         json.dump(summary, f, indent=2)
+    os.replace(csv_path + ".partial", csv_path)
+    os.replace(json_path + ".partial", json_path)
     return rows, summary
+
+
+EVALUATION_OUTPUTS = ("metrics_per_case.csv", "metrics_summary.json")
+
+
+def check_output_folder(folder: str, outputs: Sequence[str], overwrite: bool) -> None:
+    """Refuse, before any work, an output folder that cannot take ``outputs``: a file in its
+    place, a folder that cannot be created or written, or outputs that exist (without ``overwrite``)."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise NotADirectoryError(f"output folder {folder} is a file, not a folder")
+    if os.path.isdir(folder):
+        existing = [n for n in outputs if os.path.lexists(os.path.join(folder, n))]
+        if existing and not overwrite:
+            raise FileExistsError(f"{folder} already holds {', '.join(existing)} (use --overwrite to replace)")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(f"output folder {folder} is not writable (permission denied)")
+        return
+    parent = os.path.dirname(os.path.abspath(folder))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"output folder {folder} cannot be created: {parent} is not writable")
 
 
 def write_rows_csv(rows: Sequence[Dict[str, object]], path: str) -> None:

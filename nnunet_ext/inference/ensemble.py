@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import shutil
+import tempfile
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
@@ -73,13 +75,11 @@ def load_probabilities(npz_file: str) -> np.ndarray:
     FileNotFoundError, ValueError
         Missing file, or no ``probabilities`` key (with the keys that are there).
     """
-    if not os.path.isfile(npz_file):
+    from ..image_io import load_npz_probabilities
+
+    if not os.path.lexists(npz_file):
         raise FileNotFoundError(f"{npz_file} does not exist")
-    with np.load(npz_file) as f:
-        if "probabilities" not in f.files:
-            raise ValueError(f"{npz_file} has no 'probabilities' array (keys: {', '.join(f.files) or 'none'}); "
-                             f"write it with --save_probabilities")
-        return f["probabilities"]
+    return load_npz_probabilities(npz_file)
 
 
 def weighted_average_probabilities(files: Sequence[str], weights: Optional[Sequence[float]] = None) -> np.ndarray:
@@ -221,7 +221,8 @@ def ensemble_folders_weighted(input_folders: Sequence[str], output_folder: str,
         Prediction folders with ``.npz``/``.pkl`` per case (folds, trainers or configurations).
     output_folder : str
         Created if needed; gets the segmentations, ``dataset.json``, ``plans.json`` and
-        ``ensemble_weights.json``.
+        ``ensemble_weights.json``, all moved into place only after every case was ensembled (a
+        failure leaves the folder as it was).
     weights : sequence of float, optional
         One per input folder (default: equal). Normalised by their sum.
     save_probabilities : bool
@@ -265,24 +266,37 @@ def ensemble_folders_weighted(input_folders: Sequence[str], output_folder: str,
         existing = [o + dj["file_ending"] for o in outputs if os.path.exists(o + dj["file_ending"])]
         if existing:
             raise FileExistsError(f"{len(existing)} outputs exist already (e.g. {existing[0]}); "
-                                  f"pass overwrite=True (--overwrite) to replace them")
+                                  f"use --overwrite to replace them")
+    # everything is written into a temporary folder inside output_folder and moved into place only
+    # when every case succeeded: a failed read leaves no half-made output behind
+    created = not os.path.isdir(output_folder)
     os.makedirs(output_folder, exist_ok=True)
-    with open(os.path.join(output_folder, "dataset.json"), "w") as f:
-        json.dump(dj, f, indent=1)
-    with open(os.path.join(output_folder, "plans.json"), "w") as f:
-        json.dump(pl, f, indent=1)
-    n = len(input_folders)
-    used = [1.0 / n] * n if w is None else (w / w.sum()).tolist()
-    with open(os.path.join(output_folder, "ensemble_weights.json"), "w") as f:
-        json.dump({"folders": [os.path.abspath(x) for x in input_folders], "weights": used}, f, indent=1)
-    jobs = [([os.path.join(fl, c + ".npz") for fl in input_folders], o, dj["file_ending"], rw, lm,
-             None if w is None else w.tolist(), save_probabilities) for c, o in zip(cases, outputs)]
-    if num_processes == 1:
-        for job in jobs:
-            merge_case(*job)
-    else:
-        with multiprocessing.get_context("spawn").Pool(num_processes) as pool:
-            pool.starmap(merge_case, jobs)
+    tmp = tempfile.mkdtemp(prefix=".ensemble-", dir=output_folder)
+    try:
+        with open(os.path.join(tmp, "dataset.json"), "w") as f:
+            json.dump(dj, f, indent=1)
+        with open(os.path.join(tmp, "plans.json"), "w") as f:
+            json.dump(pl, f, indent=1)
+        n = len(input_folders)
+        used = [1.0 / n] * n if w is None else (w / w.sum()).tolist()
+        with open(os.path.join(tmp, "ensemble_weights.json"), "w") as f:
+            json.dump({"folders": [os.path.abspath(x) for x in input_folders], "weights": used}, f, indent=1)
+        jobs = [([os.path.join(fl, c + ".npz") for fl in input_folders], os.path.join(tmp, c), dj["file_ending"],
+                 rw, lm, None if w is None else w.tolist(), save_probabilities) for c in cases]
+        if num_processes == 1:
+            for job in jobs:
+                merge_case(*job)
+        else:
+            with multiprocessing.get_context("spawn").Pool(num_processes) as pool:
+                pool.starmap(merge_case, jobs)
+        for name in sorted(os.listdir(tmp)):
+            os.replace(os.path.join(tmp, name), os.path.join(output_folder, name))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if created:
+            shutil.rmtree(output_folder, ignore_errors=True)
+        raise
+    shutil.rmtree(tmp, ignore_errors=True)
     return cases
 
 

@@ -29,8 +29,9 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .folder import Case, find_cases, find_cv_cases, load_dataset_json, read_probabilities, \
-    read_segmentation, reader_writer_class
+from ..image_io import ImageReadError, geometry_problem
+from .folder import Case, allowed_label_values, find_cases, find_cv_cases, load_dataset_json, \
+    read_probabilities, read_segmentation, reader_writer_class
 from .labels import DatasetLabels
 from .operations import label_components, voxel_volume
 from .pipeline import apply_step, check_probabilities, initial_state, make_pipeline, \
@@ -41,7 +42,6 @@ DEFAULT_MARGIN = 1e-3
 DEFAULT_THRESHOLDS = (0.3, 0.4, 0.6, 0.7)
 DEFAULT_SIZE_PERCENTILES = (10, 25, 50, 75, 90)
 DEFAULT_MAX_K = 3
-_SPACING_RTOL = 1e-4
 
 
 # ---------------------------------------------------------------------------- objective
@@ -121,14 +121,15 @@ def _case_pass(job) -> dict:
     case, c = job
     rw = c["reader_cls"]()
     labels: DatasetLabels = c["labels"]
-    pred, spacing, _, _ = read_segmentation(rw, case.pred)
-    ref, sp_ref, _, _ = read_segmentation(rw, case.ref)
+    allowed = allowed_label_values(labels)
+    pred, spacing, pred_props, _ = read_segmentation(rw, case.pred, allowed, "prediction")
+    ref, sp_ref, ref_props, _ = read_segmentation(rw, case.ref, allowed, "reference")
     if pred.shape != ref.shape:
-        raise ValueError(f"case {case.name}: prediction {case.pred} has shape {pred.shape}, "
-                         f"reference {case.ref} has shape {ref.shape}")
-    if not np.allclose(spacing, sp_ref, rtol=_SPACING_RTOL):
-        raise ValueError(f"case {case.name}: prediction {case.pred} has spacing {spacing}, "
-                         f"reference {case.ref} has spacing {sp_ref}")
+        raise ImageReadError(None, f"case {case.name}: prediction {case.pred} has shape {pred.shape}, "
+                                   f"reference {case.ref} has shape {ref.shape}")
+    problem = geometry_problem(pred_props, ref_props, f"reference {case.ref}")
+    if problem is not None:
+        raise ImageReadError(case.pred, f"prediction {problem}")
     probs = None
     if c["use_probabilities"]:
         probs = check_probabilities(read_probabilities(case.npz), labels, pred.shape, case.npz)

@@ -17,6 +17,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..evaluation.folder import load_dataset_json, reference_folder_of_results
+from ..image_io import check_label_values, read_seg
 from ..inference.naming import is_uncertainty_map
 from .labels import DatasetLabels
 from .pipeline import PipelineError, apply_pipeline, load_pipeline, needs_probabilities, \
@@ -41,11 +42,19 @@ def reader_writer_class(dataset_json: dict, example_file: str, plans_file: Optio
         return PlansManager(plans_file).image_reader_writer_class
     from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
 
+    from ..image_io import check_image_file
+
+    check_image_file(example_file, "segmentation")  # nnU-Net picks the reader by reading this file
     return determine_reader_writer_from_dataset_json(dataset_json, example_file, verbose=False)
 
 
-def read_segmentation(reader, path: str) -> Tuple[np.ndarray, Tuple[float, ...], dict, bool]:
-    """Read a segmentation with an nnU-Net reader.
+def read_segmentation(reader, path: str, allowed_labels: Optional[Sequence[int]] = None,
+                      what: str = "segmentation") -> Tuple[np.ndarray, Tuple[float, ...], dict, bool]:
+    """Read a segmentation with an nnU-Net reader, through the shared reader of
+    :mod:`nnunet_ext.image_io` (a damaged file is refused, naming it).
+
+    With ``allowed_labels`` (the values of ``dataset.json``), other values are an error naming the
+    file and the values.
 
     Returns
     -------
@@ -54,13 +63,12 @@ def read_segmentation(reader, path: str) -> Tuple[np.ndarray, Tuple[float, ...],
     properties : dict, nnU-Net's properties (needed to write with the same geometry)
     squeezed : bool, whether a leading singleton axis (nnU-Net's 2D layout) was removed
     """
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         raise FileNotFoundError(f"segmentation not found: {path}")
-    try:
-        seg, props = reader.read_seg(path)
-    except RuntimeError as e:  # SimpleITK / nibabel failures
-        raise ValueError(f"{path} could not be read as a segmentation: {e}") from None
+    seg, props = read_seg(reader, path, what)
     seg = np.asarray(seg)[0]
+    if allowed_labels is not None:
+        check_label_values(seg, allowed_labels, path, what)
     spacing = tuple(float(s) for s in props["spacing"])
     squeezed = seg.ndim == 3 and seg.shape[0] == 1
     if squeezed:  # nnU-Net stores 2D images as (1, X, Y) with a dummy first spacing
@@ -75,15 +83,18 @@ def write_segmentation(writer, seg: np.ndarray, path: str, properties: dict, squ
 
 def read_probabilities(path: str) -> np.ndarray:
     """The ``probabilities`` array of an nnU-Net ``.npz`` (shape (C, Z, Y, X) or (C, 1, X, Y))."""
-    if not os.path.isfile(path):
+    from ..image_io import load_npz_probabilities
+
+    if not os.path.lexists(path):
         raise FileNotFoundError(f"probabilities not found: {path}")
-    try:
-        with np.load(path) as npz:
-            if "probabilities" not in npz.files:
-                raise KeyError(f"{path} has no key 'probabilities' (keys: {npz.files})")
-            return npz["probabilities"]
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path} could not be read as .npz: {e}") from None
+    return load_npz_probabilities(path)
+
+
+def allowed_label_values(labels: DatasetLabels) -> Tuple[int, ...]:
+    """Every value a segmentation of the dataset may hold (``dataset.json`` labels, ignore included)."""
+    from ..image_io import label_values_of_dataset_json
+
+    return label_values_of_dataset_json({"labels": labels.labels_dict})
 
 
 # ---------------------------------------------------------------------------- finding cases
@@ -169,7 +180,7 @@ def find_cv_cases(results_folder: str, gt_folder: Optional[str] = None,
 def _apply_case(job) -> Tuple[str, List[Dict[str, int]], bool]:
     name, in_path, out_path, npz_path, reader_cls, pipeline, labels = job
     rw = reader_cls()
-    seg, spacing, props, squeezed = read_segmentation(rw, in_path)
+    seg, spacing, props, squeezed = read_segmentation(rw, in_path, allowed_label_values(labels), "prediction")
     probs = read_probabilities(npz_path) if npz_path is not None else None
     try:
         out, log = apply_pipeline(seg, pipeline, labels, spacing, probs, source=f"case {name}")

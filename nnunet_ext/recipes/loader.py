@@ -92,12 +92,33 @@ def find_recipe(name: str) -> RecipeSource | None:
     return sources[0] if sources else None
 
 
+_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
+         (b"\xfe\xff", "UTF-16"))
+
+
+def decode_utf8_json(data: bytes, path: str) -> str:
+    """The text of a JSON file, which must be UTF-8 (a UTF-8 byte-order mark is accepted); UTF-16/32
+    files (as some Windows editors save them) and other encodings are refused in one line."""
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            raise RecipeError(path, "", f"the file is {name} text; recipes are UTF-8 JSON: save it as UTF-8")
+    if len(data) >= 2 and (data[0] == 0 or data[1] == 0):
+        raise RecipeError(path, "", "the file is UTF-16/32 text (no byte-order mark); recipes are UTF-8 JSON: "
+                                    "save it as UTF-8")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise RecipeError(path, "", f"not UTF-8 text (byte {error.start}: {error.reason}); recipes are UTF-8 "
+                                    f"JSON: save it as UTF-8") from None
+
+
 def read_json(path: Path) -> Any:
     """The JSON content of ``path``, with a clear error for unreadable or malformed files."""
     try:
-        text = Path(path).read_text()
+        data = Path(path).read_bytes()
     except OSError as error:
         raise RecipeError(str(path), "", f"cannot read the file: {error.strerror or error}") from None
+    text = decode_utf8_json(data, str(path))
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
