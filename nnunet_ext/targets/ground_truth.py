@@ -77,8 +77,9 @@ def _skeleton(mask: np.ndarray) -> np.ndarray:
     components, n = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, bool))
     if n == 0:
         return skeleton
-    index = np.arange(1, n + 1)
-    vanished = index[ndimage.sum(skeleton, components, index) == 0]
+    # skeleton voxels per component, counted over the (few) skeleton voxels only
+    kept = np.bincount(components[skeleton], minlength=n + 1)
+    vanished = np.flatnonzero(kept[1:] == 0) + 1
     if vanished.size:
         depth = ndimage.distance_transform_edt(mask)
         deepest = np.asarray(ndimage.maximum(depth, components, vanished))
@@ -88,19 +89,94 @@ def _skeleton(mask: np.ndarray) -> np.ndarray:
     return skeleton
 
 
+def _inside_distance(foreground: np.ndarray, background: np.ndarray, box: tuple[slice, ...],
+                     spacing: tuple[float, ...]) -> np.ndarray:
+    """``dist(v, background)`` on ``box`` (the foreground's bounding box grown by one voxel), exact on
+    the foreground voxels: equal to scipy's EDT of ``~background`` over the whole array there.
+
+    The distance transform runs on the box alone whenever that provably changes nothing:
+
+    * the one-voxel shell of the box outside the foreground's bounding box is all background: the
+      nearest background voxel q of a foreground voxel v, if outside the box, can be clamped onto the box
+      coordinate-wise; the clamped voxel lies in that shell (so it is background) and is no farther from
+      v, so the box holds a nearest background voxel;
+    * otherwise (ignored voxels in the shell), every foreground voxel whose distance on the box is at most
+      its distance to the nearest voxel outside the box is exact, as any voxel outside is at least that far.
+
+    Failing both, the whole array is transformed (only with ignored voxels right around the structure).
+    Background must be non-empty.
+    """
+    crop = background[box]
+    inner = np.zeros(crop.shape, dtype=bool)
+    tight = _bounding_box(foreground[box], (0,) * foreground.ndim)
+    inner[tight] = True
+    shell = ~inner
+    if not shell.any() or crop[shell].all():
+        return ndimage.distance_transform_edt(~crop, sampling=spacing)
+    if crop.any():
+        distance = ndimage.distance_transform_edt(~crop, sampling=spacing)
+        reach = np.full(crop.shape, np.inf)
+        for axis, (sl, s) in enumerate(zip(box, spacing)):
+            k = np.arange(crop.shape[axis], dtype=np.float64)
+            to_outside = np.full(crop.shape[axis], np.inf)
+            if sl.start > 0:
+                to_outside = np.minimum(to_outside, (k + 1) * s)
+            if sl.stop < foreground.shape[axis]:
+                to_outside = np.minimum(to_outside, (crop.shape[axis] - k) * s)
+            view = [1] * crop.ndim
+            view[axis] = -1
+            reach = np.minimum(reach, to_outside.reshape(view))
+        inside = foreground[box]
+        if (distance[inside] <= reach[inside]).all():
+            return distance
+    return ndimage.distance_transform_edt(~background, sampling=spacing)[box]
+
+
+def _ball_offsets(radius: float, relative: tuple[float, ...]) -> np.ndarray:
+    """Integer offsets ``o`` (shape (K, ndim)) with ``sqrt(Σ (o_i · relative_i)²) <= radius``, the
+    distance evaluated with the same float operations as ``scipy.ndimage.distance_transform_edt``."""
+    reach = [int(np.floor(radius / r)) for r in relative]
+    grid = np.indices([2 * m + 1 for m in reach]).reshape(len(reach), -1) - np.array(reach)[:, None]
+    scaled = grid.astype(np.float64) * np.array(relative)[:, None]
+    return grid[:, np.sqrt(np.add.reduce(scaled * scaled, axis=0)) <= radius].T
+
+
+def _dilate(skeleton: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Union of the skeleton shifted by every offset, clipped to the array (a sparse binary dilation)."""
+    points = np.argwhere(skeleton)
+    out = np.zeros(skeleton.shape, dtype=bool)
+    for start in range(0, len(offsets), 64):  # bounded memory for large balls
+        moved = (points[:, None, :] + offsets[None, start:start + 64, :]).reshape(-1, skeleton.ndim)
+        inside = ((moved >= 0) & (moved < skeleton.shape)).all(axis=1)
+        out[tuple(moved[inside].T)] = True
+    return out
+
+
+_TUBE_SHAPES = ("ball", "authors")
+
+
 def skeleton_tube_target(labels_onehot: np.ndarray, valid: np.ndarray | None = None,
-                         spacing: Sequence[float] | None = None, *, tube_radius: float = 2.0) -> np.ndarray:
+                         spacing: Sequence[float] | None = None, *, tube_radius: float = 2.0,
+                         shape: str = "ball") -> np.ndarray:
     """Ground-truth skeleton of each channel, dilated into a tube that stays inside that channel's mask.
 
-    For every channel c: ``skeleton = skimage.morphology.skeletonize(mask_c)`` (Lee's 3D thinning for 3D
-    patches, Zhang's 2D thinning for 2D patches, on the voxel grid) with ``mask_c = labels_c & valid``
-    (a connected component whose Lee skeleton vanishes — a scikit-image bug for even-thickness objects —
-    contributes its deepest voxels instead, so every object gets a tube);
+    ``shape="ball"`` (default): for every channel c, ``skeleton = skimage.morphology.skeletonize(mask_c)``
+    (Lee's 3D thinning for 3D patches, Zhang's 2D thinning for 2D patches, on the voxel grid) with
+    ``mask_c = labels_c & valid`` (a connected component whose Lee skeleton vanishes — a scikit-image bug
+    for even-thickness objects — contributes its deepest voxels instead, so every object gets a tube);
     ``tube_c = {v : dist(v, skeleton) <= tube_radius · min(spacing)} ∩ mask_c``, the distance being the
     physical Euclidean distance between voxel centres. With isotropic spacing this is a Euclidean ball of
     ``tube_radius`` voxels; with anisotropic spacing the ball is round in physical space (it reaches fewer
     voxels along coarse axes). The tube never leaves the class's own mask, so the recall computed on it
     never asks for foreground outside the ground truth, and it never covers an ignored voxel.
+
+    ``shape="authors"``: the tubed skeleton of Kirchhoff et al.'s published transform, reproduced voxel for
+    voxel: one plain ``skeletonize`` of the union of all channels *and the ignored voxels* (their
+    ``segmentation > 0``, where the ignore label is a positive label), dilated ``tube_radius`` times
+    (an integer; their code: 2) with the face-connected cross (``skimage.morphology.dilation``'s default),
+    i.e. a city-block ball on the voxel grid whatever the spacing; then ``tube_c = tube ∩ mask_c`` (their
+    multiplication by the label map followed by one-hot encoding and the ignore mask). No repair of
+    vanished skeletons.
 
     Parameters
     ----------
@@ -109,10 +185,12 @@ def skeleton_tube_target(labels_onehot: np.ndarray, valid: np.ndarray | None = N
     valid : ndarray of bool, shape (*S) or (1, *S), optional
         False on ignored voxels.
     spacing : sequence of float, optional
-        Voxel spacing in array-axis order (default isotropic 1).
+        Voxel spacing in array-axis order (default isotropic 1). Not used by ``shape="authors"``.
     tube_radius : float
-        Tube radius in units of the finest voxel spacing (Skeleton Recall uses 2 voxels). 0 keeps the bare
-        skeleton.
+        ``"ball"``: tube radius in units of the finest voxel spacing (Skeleton Recall uses 2 voxels).
+        ``"authors"``: number of cross dilations (integer). 0 keeps the bare skeleton.
+    shape : {"ball", "authors"}
+        Tube recipe (see above).
 
     Returns
     -------
@@ -130,21 +208,44 @@ def skeleton_tube_target(labels_onehot: np.ndarray, valid: np.ndarray | None = N
     labels, valid, spacing = _prepare(labels_onehot, valid, spacing)
     if not tube_radius >= 0:
         raise ValueError(f"tube_radius must be >= 0, got {tube_radius}")
+    if shape not in _TUBE_SHAPES:
+        raise ValueError(f"shape must be one of {_TUBE_SHAPES}, got {shape!r}")
+    if shape == "authors":
+        return _authors_tube(labels, valid, tube_radius)
     relative = tuple(s / min(spacing) for s in spacing)  # distances in units of the finest spacing
-    margin = [int(np.floor(tube_radius / r)) + 1 for r in relative]
+    offsets = _ball_offsets(tube_radius, relative)
     out = np.zeros(labels.shape, dtype=np.float32)
     for c, mask in enumerate(labels):
         if not mask.any():
             continue
-        # the skeleton of a cropped mask is the skeleton of the full mask (one voxel of background margin)
-        box = _bounding_box(mask, margin)
+        # the skeleton of a cropped mask is the skeleton of the full mask (one voxel of background margin),
+        # and the tube is cut to the mask, so nothing outside the box is needed
+        box = _bounding_box(mask, (1,) * mask.ndim)
         crop = mask[box]
         skeleton = _skeleton(crop)
-        if tube_radius > 0 and skeleton.any():
-            tube = ndimage.distance_transform_edt(~skeleton, sampling=relative) <= tube_radius
-        else:
+        if len(offsets) <= 1:
             tube = skeleton
+        elif np.count_nonzero(skeleton) * len(offsets) < crop.size:  # a thin skeleton: scatter the ball
+            tube = _dilate(skeleton, offsets)
+        else:
+            tube = ndimage.distance_transform_edt(~skeleton, sampling=relative) <= tube_radius
         out[(c,) + box] = tube & crop
+    return out
+
+
+def _authors_tube(labels: np.ndarray, valid: np.ndarray | None, dilations: float) -> np.ndarray:
+    if dilations != int(dilations):
+        raise ValueError(f'shape="authors" dilates a whole number of times; tube_radius={dilations}')
+    dilations = int(dilations)
+    union = labels.any(axis=0) if valid is None else labels.any(axis=0) | ~valid
+    out = np.zeros(labels.shape, dtype=np.float32)
+    if not union.any():
+        return out
+    box = _bounding_box(union, (dilations + 1,) * union.ndim)
+    tube = skeletonize(union[box]).astype(bool)
+    if dilations:
+        tube = ndimage.binary_dilation(tube, ndimage.generate_binary_structure(union.ndim, 1), dilations)
+    out[(slice(None),) + box] = tube & labels[(slice(None),) + box]
     return out
 
 
@@ -204,9 +305,11 @@ def signed_distance_target(labels_onehot: np.ndarray, valid: np.ndarray | None =
             if empty == "diagonal":
                 out[c] = np.where(background, diagonal, 0) - np.where(foreground, diagonal, 0)
             continue
+        # the outside distance is wanted on every valid voxel: whole patch; the inside one on the box only
         outside = ndimage.distance_transform_edt(~foreground, sampling=spacing)
-        inside = ndimage.distance_transform_edt(~background, sampling=spacing)
-        out[c] = np.where(background, outside, 0) - np.where(foreground, inside, 0)
+        out[c] = np.where(background, outside, 0)
+        box = _bounding_box(foreground, (1,) * foreground.ndim)
+        out[(c,) + box] -= np.where(foreground[box], _inside_distance(foreground, background, box, spacing), 0)
     return out
 
 
@@ -255,15 +358,20 @@ def centerline_radius_target(labels_onehot: np.ndarray, valid: np.ndarray | None
         if not foreground.any():
             continue
         background = valid_mask & ~foreground
+        # everything below is local to the structure: its bounding box grown by one voxel (see
+        # _inside_distance; the skeleton of the box is the skeleton of the patch, and every skeleton voxel,
+        # hence every nearest one, lies in the box)
+        box = _bounding_box(foreground, (1,) * dims)
+        mask = foreground[box]
         if background.any():
-            inside = np.where(foreground, ndimage.distance_transform_edt(~background, sampling=spacing), 0.0)
+            inside = np.where(mask, _inside_distance(foreground, background, box, spacing), 0.0)
         else:
-            inside = foreground.astype(np.float64)
-        skeleton = _skeleton(foreground)
+            inside = mask.astype(np.float64)
+        skeleton = _skeleton(mask)
         nearest = ndimage.distance_transform_edt(~skeleton, sampling=spacing, return_distances=False,
                                                  return_indices=True)
         radius = inside[tuple(nearest)]
-        out[c] = np.where(foreground, np.minimum(inside / np.maximum(radius, 1e-12), 1.0), 0.0)
+        out[(c,) + box] = np.where(mask, np.minimum(inside / np.maximum(radius, 1e-12), 1.0), 0.0)
         r_max = inside[skeleton].max()
-        out[n + c][skeleton] = (r_max / inside[skeleton]) ** (dims - 1)
+        out[(n + c,) + box][skeleton] = (r_max / inside[skeleton]) ** (dims - 1)
     return out
