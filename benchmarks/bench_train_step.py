@@ -95,11 +95,11 @@ def _targets_for(trainer, raw_batches):
     scales = trainer._get_deep_supervision_scales()
     layout = trainer.target_layout() if hasattr(trainer, "target_layout") else None
     if layout is not None and layout.auxiliary:
-        from nnunet_ext.targets import AppendAuxiliaryTargets, DownsamplePackedTargetsForDS
+        from nnunet_ext.targets import AppendAuxiliaryTargets, DownsampleSegAndAppendAuxiliaryForDS
 
-        lm = trainer.label_manager
-        steps = [AppendAuxiliaryTargets(layout, lm.has_regions, lm.ignore_label, trainer.configuration_manager.spacing),
-                 DownsamplePackedTargetsForDS(scales, layout)]
+        lm, spacing = trainer.label_manager, trainer.configuration_manager.spacing
+        steps = [AppendAuxiliaryTargets(layout, lm.has_regions, lm.ignore_label, spacing) if scales is None else
+                 DownsampleSegAndAppendAuxiliaryForDS(scales, layout, lm.has_regions, lm.ignore_label, spacing)]
     else:
         steps = [DownsampleSegForDSTransform(scales)]
     batches = []

@@ -34,6 +34,10 @@ TERMS = {
     "variance": (lambda mode, c: RegionVarianceLoss(), None),
     "cbdice": (lambda mode, c: CenterlineBoundaryDiceLoss(iterations=2), centerline_radius_target),
     "cbdice_batch": (lambda mode, c: CenterlineBoundaryDiceLoss(batch_dice=True), centerline_radius_target),
+    "cbdice_shi2024": (lambda mode, c: CenterlineBoundaryDiceLoss(iterations=3, formulation="shi2024"),
+                       centerline_radius_target),
+    "cbdice_shi2024_batch": (lambda mode, c: CenterlineBoundaryDiceLoss(batch_dice=True, formulation="shi2024"),
+                             centerline_radius_target),
 }
 
 

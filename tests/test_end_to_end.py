@@ -61,6 +61,11 @@ def test_training_ran_through_our_trainer_and_wrote_nnunet_outputs(pipeline):
     topology = json.loads((fold / "validation" / "summary_topology.json").read_text())
     assert {"dice", "cldice", "betti_0_error"} <= set(topology["foreground_mean"])
     assert topology["foreground_mean"]["dice"] == pytest.approx(summary["foreground_mean"]["Dice"], abs=1e-6)
+    # the soft-skeleton iterations were chosen from the preprocessed training labels, stored and logged
+    chosen = json.loads((fold / "skeleton_iterations.json").read_text())
+    assert chosen["cases"] >= 3 and len(chosen["iterations"]) >= 2 and all(k >= 1 for k in chosen["iterations"])
+    assert chosen["iterations"] == sorted(chosen["iterations"], reverse=True)  # coarser levels need fewer
+    assert f"soft-skeleton iterations per deep-supervision level: {chosen['iterations']}" in log
 
 
 def test_predictions_have_the_reference_geometry_and_valid_labels(pipeline):

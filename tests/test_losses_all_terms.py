@@ -145,7 +145,7 @@ _MAP = "map"  # per-voxel loss map (B, C, *S), "mean" = its sum over valid voxel
 NONE_SHAPES = {
     "skeleton_recall": "BC", "skeleton_recall_batch": "C", "weighted_dice": "BC", "weighted_dice_batch": "C",
     "boundary": "BC", "boundary_diagonal": "BC", "hausdorff": "BC", "cbdice": "BC", "cbdice_batch": "C",
-    "variance": "BC", "focal": _MAP, "focal_per_class": _MAP, "weighted_ce": _MAP,
+    "cbdice_shi2024": "BC", "cbdice_shi2024_batch": "C", "variance": "BC", "focal": _MAP, "focal_per_class": _MAP, "weighted_ce": _MAP,
 }
 
 

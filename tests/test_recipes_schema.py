@@ -61,7 +61,7 @@ def test_resolution_fills_every_default_and_is_idempotent(tmp_path):
     recipe = load_recipe_file(write(tmp_path, "full", raw))
     assert recipe["val_iterations_per_epoch"] == 2
     assert recipe["terms"]["cldice"] == {"loss": "cldice", "weight": {"type": "constant", "value": 0.5},
-                                         "options": {"iterations": 3, "smooth": 1.0}}
+                                         "options": {"iterations": "auto", "smooth": 1.0}}
     assert recipe["terms"]["focal"]["options"] == {"gamma": 1, "alpha": None}
     assert recipe["checkpoints"]["metrics"] == {"val_loss": {"expression": "val_loss", "mode": "min"},
                                                 "cldice": {"expression": "cldice", "mode": "max"}}
@@ -86,7 +86,7 @@ ERRORS = [
     ({"terms": {"cldice": {"weight": 1, "iterations": 3}}}, "terms.cldice.iterations: unknown key"),
     ({"terms": {"topology": 1}}, "terms.topology: unknown loss term 'topology'"),
     ({"terms": {"cldice": {"options": {"iters": 3}}}}, "terms.cldice.options.iters: unknown option of cldice"),
-    ({"terms": {"cldice": {"options": {"iterations": -1}}}}, "terms.cldice.options: .*iterations must be >= 0"),
+    ({"terms": {"cldice": {"options": {"iterations": -1}}}}, "terms.cldice.options: cldice.iterations: expected 'auto', a non-negative integer"),
     ({"terms": {"boundary": {"options": {"empty": "nan"}}}}, "terms.boundary.options: .*empty"),
     ({"terms": {"base": 1}}, "terms.base: a term label"),
     ({"base_weight": -1}, "base_weight: negative weight"),

@@ -51,6 +51,7 @@ def env(tmp_path, monkeypatch):
     monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
     monkeypatch.setenv(RECIPES_VARIABLE, str(folder))
     monkeypatch.delenv(ACCEPT_CHANGE_VARIABLE, raising=False)
+    monkeypatch.setenv("nnunet_ext_skeleton_iterations", "3")  # no preprocessed data to choose them from
     return tmp_path
 
 

@@ -34,8 +34,13 @@ class ZeroLoss(torch.nn.Module):
         return logits.sum() * 0
 
 
-def make_trainer(tmp_path, monkeypatch, mode, ignore, configuration, deep_supervision=True, cls=TopoTrainer):
+def make_trainer(tmp_path, monkeypatch, mode, ignore, configuration, deep_supervision=True, cls=TopoTrainer,
+                 skeleton_iterations="3"):
+    """A trainer on the test plans (no preprocessed data: the soft-skeleton iterations are set through the
+    environment unless ``skeleton_iterations`` is None)."""
     monkeypatch.setenv("nnUNet_results", str(tmp_path))
+    if skeleton_iterations is not None:
+        monkeypatch.setenv("nnunet_ext_skeleton_iterations", skeleton_iterations)
     dataset_json = {"channel_names": {"0": "x"}, "numTraining": 5, "file_ending": ".nii.gz",
                     **copy.deepcopy(DATASET_JSONS[(mode, ignore)])}
     plans = copy.deepcopy(PLANS)
@@ -132,11 +137,27 @@ def test_default_weight_and_deep_supervision_weights_match_nnunet(tmp_path, monk
     assert torch.allclose(ours(logits, targets), theirs(logits, targets))
 
 
-def test_nan_logits_raise_a_clear_error(tmp_path, monkeypatch):
+def test_nan_logits_are_described_and_raise_a_clear_error_outside_the_trainer(tmp_path, monkeypatch):
     trainer = make_trainer(tmp_path, monkeypatch, "labels", False, "3d_fullres")
     loss = trainer._build_loss()
     logits, targets = make_batch(trainer, empty=False)
+    assert torch.isfinite(loss(logits, targets)) and loss.last_non_finite is None
     with torch.no_grad():
         logits[1][0, 0, 0, 0, 0] = float("nan")
+    # the trainer's loss describes it (the trainer skips the step), a standalone one raises
+    assert not torch.isfinite(loss(logits, targets))
+    assert "output 1" in loss.last_non_finite and "NaN/Inf logits" in loss.last_non_finite
+    standalone = DeepSupervisedLoss(loss.loss, loss.weights)
     with pytest.raises(NonFiniteLossError, match="output 1 .* NaN/Inf logits"):
-        loss(logits, targets)
+        standalone(logits, targets)
+
+
+def test_an_overflowing_term_is_named_with_its_output(tmp_path, monkeypatch):
+    trainer = make_trainer(tmp_path, monkeypatch, "labels", False, "3d_fullres")
+    loss = trainer._build_loss()
+    cldice = loss.loss.term_specs[0].loss
+    monkeypatch.setattr(cldice, "forward", lambda *args, **kwargs: torch.tensor(float("nan")))
+    logits, targets = make_batch(trainer, empty=False)
+    assert not torch.isfinite(loss(logits, targets))
+    assert "every network output is finite: cldice = nan at output 0, cldice = nan at output 1" \
+        in loss.last_non_finite and "base" not in loss.last_non_finite

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nnunet_ext.losses._common import accumulation_dtype, detach_ignored
+from nnunet_ext.losses._common import accumulation_dtype, check_iterations, detach_ignored, iterations_at
 from nnunet_ext.losses.distributed import all_gather_sum
 from nnunet_ext.losses.soft_skeleton import soft_skeleton
 
@@ -30,10 +30,20 @@ class SoftClDiceLoss(nn.Module):
     clDice = 1, an empty target with predicted foreground gives Tprec < 1: the loss is finite on every
     patch, including patches that are entirely ignored.
 
+    Structures thicker than the iteration count: the soft skeleton of a structure whose half-width
+    (in erosion steps, i.e. its city-block depth) exceeds ``iterations`` is empty — ``k`` erosions and
+    openings only reach ``k`` voxels deep — so such a structure adds nothing to Tsens: missing it entirely
+    costs nothing, and predicting it costs nothing either (Tprec only counts the predicted skeleton, which
+    is equally empty for a confident thick prediction). The term is blind to it and Dice+CE alone trains
+    it. Choose ``iterations`` at least as large as the half-widths that matter; the trainers derive it per
+    dataset and deep-supervision level from the training labels (:mod:`nnunet_ext.trainers.skeleton_iterations`).
+
     Parameters
     ----------
-    iterations : int
-        Soft-skeleton erosion steps (largest half-width, in voxels, that is thinned to a centre line).
+    iterations : int or sequence of int
+        Soft-skeleton erosion steps (largest half-width, in voxels, that is thinned to a centre line); a
+        sequence gives one value per deep-supervision level (highest resolution first; levels beyond it use
+        its last value), selected by ``forward(..., level=i)``.
     smooth : float
         Additive smoothing ``s`` (> 0) of both ratios.
     batch_dice : bool
@@ -43,15 +53,15 @@ class SoftClDiceLoss(nn.Module):
 
     Shapes
     ------
-    forward(probabilities, target, valid=None):
+    forward(probabilities, target, valid=None, level=0):
         probabilities ``(B, C, *S)`` in [0, 1]; target ``(B, C, *S)`` in {0, 1} (float); valid ``(B, 1, *S)``
-        bool or ``None``. S has 2 or 3 axes.
+        bool or ``None``; level: the deep-supervision output (0 = full resolution). S has 2 or 3 axes.
     """
 
-    def __init__(self, iterations: int = 3, smooth: float = 1.0, batch_dice: bool = False, reduction: str = "mean"):
+    def __init__(self, iterations: int | tuple[int, ...] = 3, smooth: float = 1.0, batch_dice: bool = False,
+                 reduction: str = "mean"):
         super().__init__()
-        if iterations < 0:
-            raise ValueError(f"iterations must be >= 0, got {iterations}")
+        iterations = check_iterations(iterations)
         if smooth <= 0:
             raise ValueError(f"smooth must be > 0 (it keeps empty patches finite), got {smooth}")
         if reduction not in ("mean", "none"):
@@ -61,20 +71,22 @@ class SoftClDiceLoss(nn.Module):
         self.batch_dice = batch_dice
         self.reduction = reduction
 
-    def forward(self, probabilities: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, probabilities: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None,
+                level: int = 0) -> torch.Tensor:
         if probabilities.shape != target.shape:
             raise ValueError(f"probabilities {tuple(probabilities.shape)} and target {tuple(target.shape)} differ")
         axes = tuple(range(2, probabilities.ndim))
+        iterations = iterations_at(self.iterations, level)
         with torch.no_grad():
             target = target.to(probabilities.dtype)
             weight = None if valid is None else valid.to(probabilities.dtype)
             if weight is not None:
                 target = target * weight
-            skeleton_target = soft_skeleton(target, self.iterations)
+            skeleton_target = soft_skeleton(target, iterations)
             if weight is not None:
                 skeleton_target = skeleton_target * weight
         probabilities = detach_ignored(probabilities, valid)
-        skeleton_pred = soft_skeleton(probabilities, self.iterations)
+        skeleton_pred = soft_skeleton(probabilities, iterations)
         if weight is not None:
             skeleton_pred = skeleton_pred * weight
 

@@ -39,7 +39,9 @@ class DatasetInfo:
         return len(self.class_names)
 
     def context(self) -> TermContext:
-        return TermContext(self.mode, self.batch_dice, self.n_foreground)
+        """A context for validating terms: ``iterations="auto"`` stands for a placeholder count (the run
+        chooses the real one from its training labels)."""
+        return TermContext(self.mode, self.batch_dice, self.n_foreground, skeleton_iterations=(1,))
 
 
 def dataset_info(dataset_json: Mapping[str, Any], batch_dice: bool = False) -> DatasetInfo:

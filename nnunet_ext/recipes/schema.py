@@ -162,7 +162,8 @@ def _probe_term(label: str, term: Mapping[str, Any], source: str) -> None:
         if isinstance(value, (list, tuple)):
             n_foreground = max(len(value) - (0 if term["loss"] == "weighted_dice" else 1), 1)
     try:
-        build_terms([TermConfig(term["loss"], 1.0, options, label)], TermContext("softmax", False, n_foreground))
+        build_terms([TermConfig(term["loss"], 1.0, options, label)],
+                    TermContext("softmax", False, n_foreground, skeleton_iterations=(1,)))
     except (TermConfigError, TypeError, ValueError) as error:
         raise RecipeError(source, f"terms.{label}.options", str(error)) from None
 

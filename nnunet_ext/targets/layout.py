@@ -1,4 +1,9 @@
-"""Which channels of a packed target are segmentation and which are auxiliary targets."""
+"""Which channels of a packed target are segmentation and which are auxiliary targets.
+
+An :class:`AuxiliaryTarget` only says how to compute a target from one segmentation; the transforms of
+:mod:`nnunet_ext.targets.transforms` call it on the segmentation of every deep-supervision level (with that
+level's spacing), so no auxiliary target is ever resized.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,10 +11,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-
-#: how an auxiliary target is brought to a lower deep-supervision resolution
-DOWNSAMPLING_MODES = ("max", "mean", "nearest")
-
 
 @dataclass(frozen=True)
 class AuxiliaryTarget:
@@ -19,21 +20,17 @@ class AuxiliaryTarget:
     channels_per_class: output channels per foreground class/region (e.g. 1 for a skeleton tube).
     compute: ``compute(foreground (C, *S) bool, valid (*S) bool or None, spacing) -> (C * k, *S) float32``;
         must be a picklable callable (module-level function or ``functools.partial`` of one), because it
-        runs in nnU-Net's data-augmentation worker processes.
-    downsampling: ``"max"`` keeps thin structures (tubes) alive at low resolution, ``"mean"`` suits
-        smooth maps (distances, in physical units, need no rescaling), ``"nearest"`` as nnU-Net does for
-        segmentations.
+        runs in nnU-Net's data-augmentation worker processes. It is called once per deep-supervision
+        level on that level's (nearest-downsampled) segmentation with that level's voxel spacing, so it
+        must not assume the full-resolution grid. The package's targets ask for foreground of class c
+        only where their input says c, so they agree with the segmentation target of every output.
     """
 
     name: str
     channels_per_class: int
     compute: Callable[[np.ndarray, np.ndarray | None, Sequence[float]], np.ndarray]
-    downsampling: str = "nearest"
 
     def __post_init__(self):
-        if self.downsampling not in DOWNSAMPLING_MODES:
-            raise ValueError(f"auxiliary target {self.name!r}: downsampling must be one of {DOWNSAMPLING_MODES}, "
-                             f"got {self.downsampling!r}")
         if self.channels_per_class < 1:
             raise ValueError(f"auxiliary target {self.name!r}: channels_per_class must be >= 1")
 

@@ -1,4 +1,15 @@
-"""batchgeneratorsv2 transforms that append auxiliary targets and downsample packed targets."""
+"""batchgeneratorsv2 transforms that pack auxiliary targets behind the segmentation of a patch.
+
+Auxiliary targets are computed from the segmentation *of the resolution they supervise*. Without deep
+supervision, :class:`AppendAuxiliaryTargets` computes them from the full-resolution patch. With deep
+supervision, :class:`DownsampleSegAndAppendAuxiliaryForDS` replaces nnU-Net's
+``DownsampleSegForDSTransform``: it downsamples the segmentation exactly as nnU-Net does and computes every
+auxiliary target afresh from each level's own segmentation, with that level's voxel spacing. So a tube, a
+centreline weight or a negative signed distance lies only on voxels that the level's segmentation target
+(what Dice+CE/BCE is trained on) calls foreground of that class, and in label mode tubes of different
+classes never overlap. (Pooling full-resolution targets instead puts thin tubes on voxels nearest-exact
+calls background, and makes two classes' tubes share voxels.)
+"""
 from __future__ import annotations
 
 from typing import Sequence
@@ -37,8 +48,9 @@ class AppendAuxiliaryTargets(SegOnlyTransform):
     """Computes the layout's auxiliary targets from the (augmented) segmentation of one sample and
     appends them as float32 channels: ``(n_seg, *S)`` → ``(n_seg + n_aux, *S)`` float32.
 
-    Runs in nnU-Net's augmentation workers, after spatial augmentation and region conversion and before
-    deep-supervision downsampling. ``spacing`` is the patch's voxel spacing (the configuration's).
+    Runs in nnU-Net's augmentation workers, after spatial augmentation and region conversion, when the
+    network has no deep supervision (with it, use :class:`DownsampleSegAndAppendAuxiliaryForDS`).
+    ``spacing`` is the patch's voxel spacing (the configuration's).
     """
 
     def __init__(self, layout: TargetLayout, has_regions: bool, ignore_label: int | None,
@@ -49,13 +61,13 @@ class AppendAuxiliaryTargets(SegOnlyTransform):
         self.ignore_label = ignore_label
         self.spacing = tuple(float(s) for s in spacing)
 
-    def _apply_to_segmentation(self, segmentation: torch.Tensor, **params) -> torch.Tensor:
+    def _pack(self, segmentation: torch.Tensor, spacing: Sequence[float]) -> torch.Tensor:
+        """``segmentation (n_seg, *S)`` and its voxel spacing → the packed ``(n_channels, *S)`` float32."""
         seg = segmentation.numpy()
         if seg.shape[0] != self.layout.n_segmentation_channels:
             raise ValueError(f"segmentation has {seg.shape[0]} channels, layout expects "
                              f"{self.layout.n_segmentation_channels}")
         foreground, valid = foreground_view(seg, self.has_regions, self.layout.n_foreground, self.ignore_label)
-        spacing = self.spacing[-(seg.ndim - 1):]
         parts = [segmentation.float()]
         for aux in self.layout.auxiliary:
             values = np.asarray(aux.compute(foreground, valid, spacing), dtype=np.float32)
@@ -65,40 +77,43 @@ class AppendAuxiliaryTargets(SegOnlyTransform):
             parts.append(torch.from_numpy(values))
         return torch.cat(parts)
 
-
-def _resize(x: torch.Tensor, shape: Sequence[int], mode: str) -> torch.Tensor:
-    """``(C, *S)`` → ``(C, *shape)``."""
-    if tuple(x.shape[1:]) == tuple(shape):
-        return x
-    batched = x[None].float()
-    if mode == "nearest":
-        out = F.interpolate(batched, list(shape), mode="nearest-exact")
-    else:
-        pool = {("max", 2): F.adaptive_max_pool2d, ("max", 3): F.adaptive_max_pool3d,
-                ("mean", 2): F.adaptive_avg_pool2d, ("mean", 3): F.adaptive_avg_pool3d}[(mode, len(shape))]
-        out = pool(batched, list(shape))
-    return out[0]
+    def _apply_to_segmentation(self, segmentation: torch.Tensor, **params) -> torch.Tensor:
+        return self._pack(segmentation, self.spacing[-(segmentation.ndim - 1):])
 
 
-class DownsamplePackedTargetsForDS(SegOnlyTransform):
-    """nnU-Net's deep-supervision downsampling for packed targets: the segmentation channels exactly as
-    nnU-Net does (``nearest-exact`` to ``round(size · scale)``), each auxiliary target by its own mode.
-    Returns a list with one ``(C, *S_i)`` tensor per scale."""
+class DownsampleSegAndAppendAuxiliaryForDS(AppendAuxiliaryTargets):
+    """nnU-Net's ``DownsampleSegForDSTransform`` with the auxiliary targets of every level packed behind
+    that level's segmentation: ``(n_seg, *S)`` → a list with one ``(n_seg + n_aux, *S_i)`` float32 tensor
+    per scale.
 
-    def __init__(self, ds_scales: Sequence, layout: TargetLayout):
-        super().__init__()
+    Level i's segmentation is exactly nnU-Net's (``nearest-exact`` to ``round(size · scale)``; the input
+    itself at scale 1), and its auxiliary targets are ``compute(foreground_view(level segmentation),
+    spacing / scale)``: computed from the very target Dice+CE/BCE sees at that output, with the voxel spacing
+    of that resolution (``ds_scales`` are nnU-Net's per-axis fractions ≤ 1, one list per output, or one
+    number per output for all axes). A target defined in voxels of the finest spacing (the skeleton tube's
+    radius) is therefore that many voxels of the level.
+    """
+
+    def __init__(self, ds_scales: Sequence, layout: TargetLayout, has_regions: bool, ignore_label: int | None,
+                 spacing: Sequence[float]):
+        super().__init__(layout, has_regions, ignore_label, spacing)
         self.ds_scales = ds_scales
-        self.layout = layout
 
     def _apply_to_segmentation(self, segmentation: torch.Tensor, **params) -> list[torch.Tensor]:
-        n_seg = self.layout.n_segmentation_channels
-        slices = self.layout.slices()
+        dims = segmentation.ndim - 1
+        spacing = self.spacing[-dims:]
+        seg_float = None  # as nnU-Net: one float copy of the full-resolution segmentation for every level
         results = []
         for scale in self.ds_scales:
-            if not isinstance(scale, (tuple, list)):
-                scale = [scale] * (segmentation.ndim - 1)
-            shape = [round(s * f) for s, f in zip(segmentation.shape[1:], scale)]
-            parts = [_resize(segmentation[:n_seg], shape, "nearest")]
-            parts += [_resize(segmentation[slices[a.name]], shape, a.downsampling) for a in self.layout.auxiliary]
-            results.append(torch.cat(parts))
+            scale = list(scale) if isinstance(scale, (tuple, list)) else [scale] * dims
+            if len(scale) != dims:
+                raise ValueError(f"deep-supervision scale {scale} does not match a {dims}D segmentation")
+            if all(f == 1 for f in scale):
+                level = segmentation
+            else:
+                if seg_float is None:
+                    seg_float = segmentation[None].float()
+                shape = [round(s * f) for s, f in zip(segmentation.shape[1:], scale)]
+                level = F.interpolate(seg_float, shape, mode="nearest-exact")[0]
+            results.append(self._pack(level, tuple(s / f for s, f in zip(spacing, scale))))
         return results

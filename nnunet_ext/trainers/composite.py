@@ -5,12 +5,17 @@ from __future__ import annotations
 from typing import List, Tuple, Union
 
 import numpy as np
+import torch
+from nnunetv2.utilities.helpers import dummy_context
+from torch import autocast
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_ext.losses import CompoundLoss, DeepSupervisedLoss, LossTerm
-from nnunet_ext.targets import AppendAuxiliaryTargets, AuxiliaryTarget, DownsamplePackedTargetsForDS, TargetLayout
-from nnunet_ext.trainers.terms import TermConfig, TermContext, build_terms, weights_at
+from nnunet_ext.losses import CompoundLoss, DeepSupervisedLoss, LossTerm, NonFiniteLossError
+from nnunet_ext.targets import (AppendAuxiliaryTargets, AuxiliaryTarget, DownsampleSegAndAppendAuxiliaryForDS,
+                                TargetLayout)
+from nnunet_ext.trainers.skeleton_iterations import resolve_skeleton_iterations
+from nnunet_ext.trainers.terms import TermConfig, TermContext, build_terms, uses_data_iterations, weights_at
 
 #: the base losses a trainer can keep from nnU-Net
 BASE_LOSSES = ("dice_ce", "dice")
@@ -60,11 +65,23 @@ class CompositeLossTrainer(nnUNetTrainer):
         """The extra loss terms by catalogue name, weight (number or schedule) and options."""
         return []
 
+    #: soft-skeleton iterations of the terms whose ``iterations`` option is "auto" (clDice, cbDice): "auto"
+    #: chooses them per deep-supervision level from the training labels (see
+    #: :mod:`nnunet_ext.trainers.skeleton_iterations`); an int, or one int per level, sets them
+    skeleton_iterations = "auto"
+    #: consecutive training steps with a non-finite loss that are skipped before the run stops
+    max_consecutive_non_finite_steps: int = 10
+
     def term_context(self) -> TermContext:
         lm = self.label_manager
         n_foreground = len(lm.foreground_regions) if lm.has_regions else len(lm.foreground_labels)
+        iterations = None
+        if uses_data_iterations(self.term_configs()):
+            if getattr(self, "_resolved_skeleton_iterations", None) is None:
+                self._resolved_skeleton_iterations = resolve_skeleton_iterations(self, self.skeleton_iterations)
+            iterations = self._resolved_skeleton_iterations
         return TermContext("sigmoid" if lm.has_regions else "softmax", bool(self.configuration_manager.batch_dice),
-                           n_foreground)
+                           n_foreground, iterations)
 
     def loss_terms(self) -> List[LossTerm]:
         return build_terms(self.term_configs(), self.term_context())[0]
@@ -117,21 +134,80 @@ class CompositeLossTrainer(nnUNetTrainer):
             ignore_label=self.label_manager.ignore_label,
             target_layout=layout if layout.auxiliary else None,
         )
-        return DeepSupervisedLoss(per_output, weights)
+        return DeepSupervisedLoss(per_output, weights, raise_on_non_finite=False)
+
+    def train_step(self, batch: dict) -> dict:
+        """nnU-Net 2.8's training step, except that a step whose loss is not finite is skipped (no backward, no
+        optimizer step — what nnU-Net's GradScaler does under mixed precision for non-finite gradients, here
+        in every precision): counted, logged with the output and term that went non-finite, and returned as
+        NaN, which :meth:`on_train_epoch_end` leaves out of the epoch's mean. After
+        ``max_consecutive_non_finite_steps`` such steps in a row training stops with
+        :class:`~nnunet_ext.losses.NonFiniteLossError`. Under DDP every process skips when any does."""
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"]
+        target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
+            else target.to(self.device, non_blocking=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+            output = self.network(data)
+            loss = self.loss(output, target)
+        if self._skip_non_finite(loss):
+            return {"loss": np.array(np.nan)}
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.optimizer.step()
+        return {"loss": loss.detach().cpu().numpy()}
+
+    def _skip_non_finite(self, loss: torch.Tensor) -> bool:
+        finite = torch.isfinite(loss.detach()).all().to(torch.int32)
+        if self.is_ddp:
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        if bool(finite):
+            self._consecutive_non_finite = 0
+            return False
+        self._consecutive_non_finite = getattr(self, "_consecutive_non_finite", 0) + 1
+        self._non_finite_in_epoch = getattr(self, "_non_finite_in_epoch", 0) + 1
+        what = getattr(self.loss, "last_non_finite", None) or "the loss was not finite on another process"
+        self.print_to_log_file(f"skipped a training step (epoch {self.current_epoch}): {what}")
+        if self._consecutive_non_finite >= self.max_consecutive_non_finite_steps:
+            raise NonFiniteLossError(f"{self._consecutive_non_finite} consecutive training steps had a non-finite "
+                                     f"loss; the last: {what}")
+        return True
+
+    def on_train_epoch_end(self, train_outputs):
+        skipped = getattr(self, "_non_finite_in_epoch", 0)
+        if skipped:
+            self.print_to_log_file(f"{skipped} of {len(train_outputs)} training steps of this epoch were skipped "
+                                   f"(non-finite loss)")
+            self._non_finite_in_epoch = 0
+            kept = [o for o in train_outputs if np.isfinite(o["loss"]).all()]
+            train_outputs = kept or train_outputs
+        super().on_train_epoch_end(train_outputs)
 
     def get_training_transforms(self, patch_size: Union[np.ndarray, Tuple[int]], rotation_for_DA,
                                 deep_supervision_scales: Union[List, Tuple, None], mirror_axes: Tuple[int, ...],
                                 do_dummy_2d_data_aug: bool, **kwargs):
+        # super(), not nnUNetTrainer: combined with a stock variant (class X(TopoTrainer, nnUNetTrainerNoDA)),
+        # the variant's augmentation is the one that runs
         layout = self.target_layout()
         if not layout.auxiliary:
-            return nnUNetTrainer.get_training_transforms(patch_size, rotation_for_DA, deep_supervision_scales,
-                                                         mirror_axes, do_dummy_2d_data_aug, **kwargs)
-        # nnU-Net's pipeline up to (excluding) its deep-supervision downsampling, then ours
-        pipeline = nnUNetTrainer.get_training_transforms(patch_size, rotation_for_DA, None, mirror_axes,
-                                                         do_dummy_2d_data_aug, **kwargs)
+            return super().get_training_transforms(patch_size, rotation_for_DA, deep_supervision_scales,
+                                                   mirror_axes, do_dummy_2d_data_aug, **kwargs)
+        # the pipeline up to (excluding) its deep-supervision downsampling, then ours
+        pipeline = super().get_training_transforms(patch_size, rotation_for_DA, None, mirror_axes,
+                                                   do_dummy_2d_data_aug, **kwargs)
         lm = self.label_manager
-        pipeline.transforms.append(
-            AppendAuxiliaryTargets(layout, lm.has_regions, lm.ignore_label, self.configuration_manager.spacing))
-        if deep_supervision_scales is not None:
-            pipeline.transforms.append(DownsamplePackedTargetsForDS(deep_supervision_scales, layout))
+        spacing = self.configuration_manager.spacing
+        if deep_supervision_scales is None:
+            pipeline.transforms.append(AppendAuxiliaryTargets(layout, lm.has_regions, lm.ignore_label, spacing))
+        else:  # every level's auxiliary targets from that level's own segmentation
+            pipeline.transforms.append(DownsampleSegAndAppendAuxiliaryForDS(deep_supervision_scales, layout,
+                                                                            lm.has_regions, lm.ignore_label, spacing))
         return pipeline

@@ -41,11 +41,13 @@ class CbDiceTrainer(CompositeLossTrainer):
     paper). The cbDice authors train CE 2 + Dice 1 + cbDice 1; nnU-Net's base is kept as it is (CE 1 +
     Dice 1) here, as in every trainer of this package.
 
-    Class attributes: ``cbdice_weight`` (1.0), ``cbdice_iterations`` (3).
+    Class attributes: ``cbdice_weight`` (1.0), ``cbdice_iterations`` ("auto": chosen per deep-supervision level
+    from the training labels, see :mod:`nnunet_ext.trainers.skeleton_iterations`; or an int / one int per
+    level).
     """
 
     cbdice_weight: float = 1.0
-    cbdice_iterations: int = 3
+    cbdice_iterations = "auto"
 
     def term_configs(self) -> list[TermConfig]:
         return [TermConfig("cbdice", self.cbdice_weight, {"iterations": self.cbdice_iterations})]
@@ -55,17 +57,16 @@ class CbDiceClDiceTrainer(CompositeLossTrainer):
     """nnU-Net's Dice+CE / Dice+BCE + 1 · cbDice + 0.5 · soft clDice (the MiniVess study's best trade-off
     between volumetric and topological scores).
 
-    Class attributes: ``cbdice_weight`` (1.0), ``cldice_weight`` (0.5), ``skeleton_iterations`` (3, both
-    terms).
+    Class attributes: ``cbdice_weight`` (1.0), ``cldice_weight`` (0.5), ``skeleton_iterations`` (both terms;
+    "auto": chosen per deep-supervision level from the training labels).
     """
 
     cbdice_weight: float = 1.0
     cldice_weight: float = 0.5
-    skeleton_iterations: int = 3
 
     def term_configs(self) -> list[TermConfig]:
-        return [TermConfig("cbdice", self.cbdice_weight, {"iterations": self.skeleton_iterations}),
-                TermConfig("cldice", self.cldice_weight, {"iterations": self.skeleton_iterations})]
+        return [TermConfig("cbdice", self.cbdice_weight, {"iterations": "auto"}),
+                TermConfig("cldice", self.cldice_weight, {"iterations": "auto"})]
 
 
 class BoundaryTrainer(CompositeLossTrainer):
@@ -141,9 +142,10 @@ class FocalDiceVarianceTrainer(FocalDiceTrainer):
     """nnU-Net's soft Dice + 1 · focal loss + 0.1 · region-variance regularisation (the Vesuvius surface
     configuration).
 
-    The variance term penalises, per class/region c, the variance of the predicted probability of c inside
-    the ground-truth region of c (:class:`~nnunet_ext.losses.RegionVarianceLoss`): interiors become
-    homogeneous and confident instead of speckled, which keeps thin sheets in one piece.
+    The variance term penalises, per class/region c, the mean squared shortfall from 1 of the predicted
+    probability of c inside the ground-truth region of c, ``Var_R(p) + (1 − μ_R)²``
+    (:class:`~nnunet_ext.losses.RegionVarianceLoss`): interiors become homogeneous and confident instead of
+    speckled, which keeps thin sheets in one piece, and no correct voxel is ever pushed down.
 
     Class attributes: those of :class:`FocalDiceTrainer` and ``variance_weight`` (0.1).
     """

@@ -264,6 +264,8 @@ class RecipeTrainer(CompositeLossTrainer):
 
     def train_step(self, batch: dict) -> dict:
         result = super().train_step(batch)
+        if not np.isfinite(result["loss"]).all():
+            return result  # a skipped step (see CompositeLossTrainer.train_step) adds nothing to the term means
         for name, value in getattr(self.loss, "last_values", {}).items():
             self._term_sums[name] = self._term_sums.get(name, 0) + value.detach().float()
         self._term_count += 1

@@ -8,9 +8,9 @@ nnU-Net's augmentation workers; one target shared by every term that asks for th
 ========================= ====================================== =========================================
 name                      loss (``nnunet_ext.losses``)            options (defaults)
 ========================= ====================================== =========================================
-``cldice``                SoftClDiceLoss                         iterations=3, smooth=1.0
-``skeleton_recall``       SkeletonRecallLoss + skeleton tubes    tube_radius=2.0, smooth=1.0
-``cbdice``                CenterlineBoundaryDiceLoss + radii     iterations=3, smooth=1.0
+``cldice``                SoftClDiceLoss                         iterations="auto", smooth=1.0
+``skeleton_recall``       SkeletonRecallLoss + skeleton tubes    tube_radius=2.0, smooth=1.0, tube_shape="ball"
+``cbdice``                CenterlineBoundaryDiceLoss + radii     iterations="auto", smooth=None, formulation="loader"
 ``boundary``              BoundaryLoss + signed distances        empty="zero"
 ``hausdorff``             HausdorffDTLoss + signed distances     alpha=2.0, empty="zero"
 ``focal``                 FocalLoss                              gamma=2.0, alpha=None
@@ -20,7 +20,9 @@ name                      loss (``nnunet_ext.losses``)            options (defau
 ========================= ====================================== =========================================
 
 ``batch_dice`` (Dice-type terms) follows nnU-Net's plans; ``mode`` (softmax labels / sigmoid regions)
-follows the dataset. The weight of a term is a number or a schedule of the epoch
+follows the dataset. ``iterations="auto"`` (soft-skeleton terms) takes the run's per-level counts chosen from
+the training labels (:mod:`nnunet_ext.trainers.skeleton_iterations`); an int, or one int per
+deep-supervision level, sets them explicitly. The weight of a term is a number or a schedule of the epoch
 (:mod:`nnunet_ext.schedules`).
 """
 from __future__ import annotations
@@ -35,13 +37,17 @@ from nnunet_ext.losses import (BoundaryLoss, CenterlineBoundaryDiceLoss, FocalLo
 from nnunet_ext.schedules import Schedule, schedule_from_spec
 from nnunet_ext.targets import AuxiliaryTarget, centerline_radius_target, signed_distance_target, skeleton_tube_target
 
-__all__ = ["TermConfig", "TermContext", "TERM_OPTIONS", "build_terms", "weights_at", "TermConfigError"]
+__all__ = ["TermConfig", "TermContext", "TERM_OPTIONS", "build_terms", "weights_at", "TermConfigError",
+           "uses_data_iterations", "AUTO"]
+
+#: option value of ``iterations`` that stands for the run's counts chosen from the training labels
+AUTO = "auto"
 
 #: every term name with its options and their defaults
 TERM_OPTIONS: dict[str, dict[str, Any]] = {
-    "cldice": {"iterations": 3, "smooth": 1.0},
-    "skeleton_recall": {"tube_radius": 2.0, "smooth": 1.0},
-    "cbdice": {"iterations": 3, "smooth": 1.0},
+    "cldice": {"iterations": "auto", "smooth": 1.0},
+    "skeleton_recall": {"tube_radius": 2.0, "smooth": 1.0, "tube_shape": "ball"},
+    "cbdice": {"iterations": "auto", "smooth": None, "formulation": "loader"},
     "boundary": {"empty": "zero"},
     "hausdorff": {"alpha": 2.0, "empty": "zero"},
     "focal": {"gamma": 2.0, "alpha": None},
@@ -60,12 +66,15 @@ class TermContext:
     """What a term needs to know about the training run.
 
     mode: ``"softmax"`` (labels) or ``"sigmoid"`` (regions); batch_dice: nnU-Net's plans setting;
-    n_foreground: foreground classes (softmax) or regions (sigmoid).
+    n_foreground: foreground classes (softmax) or regions (sigmoid); skeleton_iterations: the soft-skeleton
+    iteration count of every deep-supervision level that ``iterations="auto"`` stands for (``None`` when the
+    run has none: an ``"auto"`` term is then refused).
     """
 
     mode: str
     batch_dice: bool
     n_foreground: int
+    skeleton_iterations: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -106,26 +115,49 @@ def _class_weights(weights: Sequence[float] | None, n: int, mode: str, key: str)
     return tuple(float(w) for w in weights)
 
 
+def uses_data_iterations(configs: Sequence[TermConfig]) -> bool:
+    """Whether any term asks for the soft-skeleton iteration counts chosen from the data."""
+    return any(c.resolved_options().get("iterations") == AUTO for c in configs)
+
+
+def _iterations(value, context: TermContext, key: str):
+    from nnunet_ext.trainers.skeleton_iterations import parse_iterations
+
+    try:
+        value = parse_iterations(value, f"{key}.iterations")
+    except ValueError as error:
+        raise TermConfigError(str(error)) from None
+    if value != AUTO:
+        return value
+    if context.skeleton_iterations is None:
+        raise TermConfigError(f"{key}.iterations: 'auto' needs the iteration counts chosen from the training "
+                              f"labels, which this context does not have")
+    return tuple(context.skeleton_iterations)
+
+
 def _loss_and_auxiliary(config: TermConfig, context: TermContext):
     options = config.resolved_options()
     key, mode, batch_dice = config.key, context.mode, context.batch_dice
     try:
         if config.name == "cldice":
-            return SoftClDiceLoss(options["iterations"], options["smooth"], batch_dice), None
+            return SoftClDiceLoss(_iterations(options["iterations"], context, key), options["smooth"], batch_dice), None
         if config.name == "skeleton_recall":
-            radius = float(options["tube_radius"])
-            aux = AuxiliaryTarget("skeleton_tube" if radius == 2.0 else f"skeleton_tube(r={radius:g})", 1,
-                                  partial(skeleton_tube_target, tube_radius=radius), "max")
+            radius, shape = float(options["tube_radius"]), options["tube_shape"]
+            if shape not in ("ball", "authors"):
+                raise TermConfigError(f"{key}.tube_shape: expected 'ball' or 'authors', got {shape!r}")
+            name = "skeleton_tube" if (radius, shape) == (2.0, "ball") else f"skeleton_tube(r={radius:g},{shape})"
+            aux = AuxiliaryTarget(name, 1, partial(skeleton_tube_target, tube_radius=radius, shape=shape))
             return SkeletonRecallLoss(options["smooth"], batch_dice), aux
         if config.name == "cbdice":
-            aux = AuxiliaryTarget("centerline_radius", 2, centerline_radius_target, "max")
-            return CenterlineBoundaryDiceLoss(options["iterations"], options["smooth"], batch_dice), aux
+            aux = AuxiliaryTarget("centerline_radius", 2, centerline_radius_target)
+            return CenterlineBoundaryDiceLoss(_iterations(options["iterations"], context, key), options["smooth"],
+                                              batch_dice, formulation=options["formulation"]), aux
         if config.name in ("boundary", "hausdorff"):
             empty = options["empty"]
             if empty not in ("zero", "diagonal"):
                 raise TermConfigError(f"{key}.empty: expected 'zero' or 'diagonal', got {empty!r}")
             aux = AuxiliaryTarget("signed_distance" if empty == "zero" else f"signed_distance(empty={empty})", 1,
-                                  partial(signed_distance_target, empty=empty), "mean")
+                                  partial(signed_distance_target, empty=empty))
             loss = BoundaryLoss() if config.name == "boundary" else HausdorffDTLoss(options["alpha"])
             return loss, aux
         if config.name == "focal":

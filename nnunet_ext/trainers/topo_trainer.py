@@ -15,12 +15,18 @@ class TopoTrainer(CompositeLossTrainer):
     ``w_i ∝ 1/2^i`` (lowest resolution 0, or 1e-6 under DDP without torch.compile, normalised to sum 1);
     each output is compared with nnU-Net's downsampled target of that resolution.
 
+    The soft-skeleton iteration count is chosen per deep-supervision level from the training labels (the
+    95th percentile of the structure half-widths, see :mod:`nnunet_ext.trainers.skeleton_iterations`), so
+    the term sees the run's thick structures too; ``skeleton_iterations`` (or the environment variable
+    ``nnunet_ext_skeleton_iterations``) sets it explicitly.
+
     Class attributes (override them in a subclass to make a variant):
-    ``cldice_weight`` (0.5), ``cldice_iterations`` (3 soft-skeleton erosions), ``cldice_smooth`` (1.0).
+    ``cldice_weight`` (0.5), ``cldice_iterations`` ("auto": the run's ``skeleton_iterations``; or an int / one
+    int per level), ``cldice_smooth`` (1.0).
     """
 
     cldice_weight: float = 0.5
-    cldice_iterations: int = 3
+    cldice_iterations = "auto"
     cldice_smooth: float = 1.0
 
     def term_configs(self) -> list[TermConfig]:
