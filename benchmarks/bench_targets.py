@@ -15,62 +15,36 @@ largest difference between the outputs, for the full patch and for the deep-supe
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import platform
 import statistics
 import time
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
-from scipy import ndimage  # noqa: E402
 
 from nnunet_ext.synthetic.tubes import branching_tubes  # noqa: E402
 from nnunet_ext.targets import ground_truth  # noqa: E402
 
 
-def reference_signed_distance(labels, valid, spacing):
-    out = np.zeros(labels.shape, np.float32)
-    for c, foreground in enumerate(labels):
-        background = valid & ~foreground
-        if foreground.any() and background.any():
-            outside = ndimage.distance_transform_edt(~foreground, sampling=spacing)
-            inside = ndimage.distance_transform_edt(~background, sampling=spacing)
-            out[c] = np.where(background, outside, 0) - np.where(foreground, inside, 0)
-    return out
+def _load_reference():
+    """The whole-patch computation, shared with the tests (tests/_target_reference.py)."""
+    path = Path(__file__).resolve().parent.parent / "tests" / "_target_reference.py"
+    spec = importlib.util.spec_from_file_location("_target_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def reference_centerline_radius(labels, valid, spacing):
-    n, dims = len(labels), labels.ndim - 1
-    out = np.zeros((2 * n,) + labels.shape[1:], np.float32)
-    for c, foreground in enumerate(labels):
-        if not foreground.any():
-            continue
-        background = valid & ~foreground
-        inside = (np.where(foreground, ndimage.distance_transform_edt(~background, sampling=spacing), 0.0)
-                  if background.any() else foreground.astype(float))
-        skeleton = ground_truth._skeleton(foreground)
-        nearest = ndimage.distance_transform_edt(~skeleton, sampling=spacing, return_distances=False,
-                                                 return_indices=True)
-        out[c] = np.where(foreground, np.minimum(inside / np.maximum(inside[tuple(nearest)], 1e-12), 1), 0)
-        out[n + c][skeleton] = (inside[skeleton].max() / inside[skeleton]) ** (dims - 1)
-    return out
-
-
-def reference_tube(labels, valid, spacing, tube_radius=2.0):
-    relative = tuple(s / min(spacing) for s in spacing)
-    out = np.zeros(labels.shape, np.float32)
-    for c, mask in enumerate(labels):
-        if mask.any():
-            skeleton = ground_truth._skeleton(mask)
-            out[c] = (ndimage.distance_transform_edt(~skeleton, sampling=relative) <= tube_radius) & mask
-    return out
-
+_REFERENCE = _load_reference()
 
 TARGETS = {
-    "skeleton_tube_target": (ground_truth.skeleton_tube_target, reference_tube),
-    "signed_distance_target": (ground_truth.signed_distance_target, reference_signed_distance),
-    "centerline_radius_target": (ground_truth.centerline_radius_target, reference_centerline_radius),
+    "skeleton_tube_target": (ground_truth.skeleton_tube_target, _REFERENCE.whole_patch_tube),
+    "signed_distance_target": (ground_truth.signed_distance_target, _REFERENCE.whole_patch_signed_distance),
+    "centerline_radius_target": (ground_truth.centerline_radius_target, _REFERENCE.whole_patch_centerline_radius),
 }
 
 

@@ -14,6 +14,7 @@ from skimage.morphology import skeletonize
 
 from nnunet_ext.targets import ground_truth
 from nnunet_ext.targets.ground_truth import centerline_radius_target, signed_distance_target, skeleton_tube_target
+from _target_reference import whole_patch_centerline_radius, whole_patch_signed_distance, whole_patch_tube
 
 
 def _blobs(rng, shape, n_channels=2, threshold=0.45):
@@ -200,44 +201,6 @@ def test_empty_and_full_channels():
 # ----------------------------------------------------------------------------- cropped = whole patch
 # Reference: the straightforward computation, every distance transform on the whole patch.
 
-def _whole_patch_signed_distance(labels, valid, spacing):
-    out = np.zeros(labels.shape, np.float32)
-    for c, foreground in enumerate(labels):
-        background = valid & ~foreground
-        if foreground.any() and background.any():
-            outside = ndimage.distance_transform_edt(~foreground, sampling=spacing)
-            inside = ndimage.distance_transform_edt(~background, sampling=spacing)
-            out[c] = np.where(background, outside, 0) - np.where(foreground, inside, 0)
-    return out
-
-
-def _whole_patch_centerline_radius(labels, valid, spacing):
-    n, dims = len(labels), labels.ndim - 1
-    out = np.zeros((2 * n,) + labels.shape[1:], np.float32)
-    for c, foreground in enumerate(labels):
-        if not foreground.any():
-            continue
-        background = valid & ~foreground
-        inside = (np.where(foreground, ndimage.distance_transform_edt(~background, sampling=spacing), 0.0)
-                  if background.any() else foreground.astype(float))
-        skeleton = ground_truth._skeleton(foreground)
-        nearest = ndimage.distance_transform_edt(~skeleton, sampling=spacing, return_distances=False,
-                                                 return_indices=True)
-        out[c] = np.where(foreground, np.minimum(inside / np.maximum(inside[tuple(nearest)], 1e-12), 1), 0)
-        out[n + c][skeleton] = (inside[skeleton].max() / inside[skeleton]) ** (dims - 1)
-    return out
-
-
-def _whole_patch_tube(labels, spacing, radius):
-    relative = tuple(s / min(spacing) for s in spacing)
-    out = np.zeros(labels.shape, np.float32)
-    for c, mask in enumerate(labels):
-        if mask.any():
-            skeleton = ground_truth._skeleton(mask)
-            out[c] = (ndimage.distance_transform_edt(~skeleton, sampling=relative) <= radius) & mask
-    return out
-
-
 @st.composite
 def _patches(draw):
     """Random 2D/3D patches: blobs, boxes (often touching the border), noise, empty and full channels,
@@ -281,12 +244,12 @@ def test_cropped_targets_equal_the_whole_patch_computation(patch):
     masked = labels & (True if valid is None else valid)
     full_valid = np.ones(labels.shape[1:], bool) if valid is None else valid
     np.testing.assert_allclose(signed_distance_target(labels, valid, spacing),
-                               _whole_patch_signed_distance(masked, full_valid, spacing), rtol=1e-6, atol=1e-6)
+                               whole_patch_signed_distance(masked, full_valid, spacing), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(centerline_radius_target(labels, valid, spacing),
-                               _whole_patch_centerline_radius(masked, full_valid, spacing), rtol=1e-6, atol=1e-6)
+                               whole_patch_centerline_radius(masked, full_valid, spacing), rtol=1e-6, atol=1e-6)
     for radius in (0, 1.5, 2.0, 3.0):
         assert np.array_equal(skeleton_tube_target(labels, valid, spacing, tube_radius=radius),
-                              _whole_patch_tube(masked, spacing, radius))
+                              whole_patch_tube(masked, None, spacing, radius))
 
 
 def test_inside_distance_looks_beyond_the_box_when_ignored_voxels_surround_the_structure():
@@ -299,7 +262,7 @@ def test_inside_distance_looks_beyond_the_box_when_ignored_voxels_surround_the_s
     # valid background only at columns 9-11 of rows 1-3: the inside distance of (2, 2) is 7, to (2, 9)
     assert signed_distance_target(labels, valid)[0, 2].tolist() == [0, 0, -7, -6, -5, -4, -3, 0, 0, 3, 4, 5]
     depth = centerline_radius_target(labels, valid)[0]
-    expected = _whole_patch_centerline_radius(labels & valid, valid, (1.0, 1.0))[0]
+    expected = whole_patch_centerline_radius(labels & valid, valid, (1.0, 1.0))[0]
     assert np.array_equal(depth, expected)
 
 

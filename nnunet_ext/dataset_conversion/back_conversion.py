@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import zipfile
 from functools import partial
 
 import numpy as np
+
+from nnunet_ext.staged_output import staged_output
 
 from .errors import ConversionError
 
@@ -109,13 +109,10 @@ def convert_brats_predictions(input_folder: str | os.PathLike, output_folder: st
         if existing:
             raise ConversionError(output_folder, f"{len(existing)} output file(s) exist already (e.g. {existing[0]}); "
                                                  f"pass --overwrite to replace them")
-    created = not os.path.isdir(output_folder)
-    try:
-        os.makedirs(output_folder, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=".brats-back-", dir=output_folder)
-    except OSError as e:
-        raise ConversionError(output_folder, f"cannot write the output folder ({e.strerror or e})") from None
-    try:
+    def cannot_write(error: OSError) -> ConversionError:
+        return ConversionError(output_folder, f"cannot write the output folder ({error.strerror or error})")
+
+    with staged_output(output_folder, ".brats-back-", cannot_write) as tmp:
         fn = partial(_convert_one_collecting, input_folder=input_folder, output_folder=tmp, year=int(year))
         if num_processes <= 1 or len(names) <= 1:
             outcomes = [fn(n) for n in names]
@@ -127,14 +124,6 @@ def convert_brats_predictions(input_folder: str | os.PathLike, output_folder: st
         if errors:
             raise ConversionError(input_folder, f"{len(errors)} of {len(names)} predictions could not be converted; "
                                                 f"nothing was written:\n  " + "\n  ".join(errors))
-        for n in names:
-            os.replace(os.path.join(tmp, n), os.path.join(output_folder, n))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if created:
-            shutil.rmtree(output_folder, ignore_errors=True)
-        raise
-    shutil.rmtree(tmp, ignore_errors=True)
     return names
 
 

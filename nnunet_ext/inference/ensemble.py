@@ -18,11 +18,11 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import shutil
-import tempfile
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
+
+from nnunet_ext.staged_output import staged_output
 
 
 def check_weights(weights: Optional[Sequence[float]], n: int) -> Optional[np.ndarray]:
@@ -269,10 +269,7 @@ def ensemble_folders_weighted(input_folders: Sequence[str], output_folder: str,
                                   f"use --overwrite to replace them")
     # everything is written into a temporary folder inside output_folder and moved into place only
     # when every case succeeded: a failed read leaves no half-made output behind
-    created = not os.path.isdir(output_folder)
-    os.makedirs(output_folder, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".ensemble-", dir=output_folder)
-    try:
+    with staged_output(output_folder, ".ensemble-") as tmp:
         with open(os.path.join(tmp, "dataset.json"), "w") as f:
             json.dump(dj, f, indent=1)
         with open(os.path.join(tmp, "plans.json"), "w") as f:
@@ -289,14 +286,6 @@ def ensemble_folders_weighted(input_folders: Sequence[str], output_folder: str,
         else:
             with multiprocessing.get_context("spawn").Pool(num_processes) as pool:
                 pool.starmap(merge_case, jobs)
-        for name in sorted(os.listdir(tmp)):
-            os.replace(os.path.join(tmp, name), os.path.join(output_folder, name))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if created:
-            shutil.rmtree(output_folder, ignore_errors=True)
-        raise
-    shutil.rmtree(tmp, ignore_errors=True)
     return cases
 
 

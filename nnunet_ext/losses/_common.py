@@ -104,11 +104,11 @@ def check_logit_inputs(logits: torch.Tensor, target: torch.Tensor, valid: torch.
     check_inputs(logits[:, extra:], target, valid)
 
 
-def outcome_log_probability(logits: torch.Tensor, target: torch.Tensor, mode: str):
+def outcome_log_probability(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None, mode: str):
     """Log-probability the prediction gives to the true outcome of every voxel, from the logits.
 
-    Computed with ``log_softmax`` / ``logsigmoid`` in the logits' dtype (pass float32 or float64), so it
-    is exact and has a non-zero gradient however confidently wrong the network is (a probability clamped to
+    Checks the shapes (:func:`check_logit_inputs`), detaches the logits on ignored voxels and computes
+    with ``log_softmax`` / ``logsigmoid`` in float32 (float64 for float64 logits), so it is exact and has a non-zero gradient however confidently wrong the network is (a probability clamped to
     ``[eps, 1 - eps]`` has none beyond the clamp, and a float16 sigmoid saturates at logits ≈ 8).
 
     softmax: ``logits (B, C + 1, *S)``, foreground ``target (B, C, *S)``; returns ``log p_true (B, 1, *S)`` and
@@ -116,6 +116,9 @@ def outcome_log_probability(logits: torch.Tensor, target: torch.Tensor, mode: st
     ``target`` ``(B, C, *S)``; returns ``log p_true (B, C, *S)`` (``log σ(x)`` where the target is 1,
     ``log σ(-x)`` where it is 0) and the target itself.
     """
+    check_logit_inputs(logits, target, valid, mode)
+    acc = accumulation_dtype(logits)
+    logits, target = detach_ignored(logits, valid).to(acc), target.to(acc)
     if mode == "softmax":
         target_background = (1 - target.sum(1, keepdim=True)).clamp(0, 1)
         full_target = torch.cat([target_background, target], 1)

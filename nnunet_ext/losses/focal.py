@@ -10,8 +10,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from nnunet_ext.losses._common import (accumulation_dtype, as_weight_vector, broadcast_channels,
-                                       check_logit_inputs, check_mode, check_reduction, detach_ignored,
+from nnunet_ext.losses._common import (as_weight_vector, broadcast_channels, check_mode, check_reduction,
                                        outcome_log_probability, valid_weight)
 
 __all__ = ["FocalLoss"]
@@ -108,16 +107,13 @@ class FocalLoss(nn.Module):
         return full_target * alpha + (1 - full_target) * (1 - alpha)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        check_logit_inputs(logits, target, valid, self.mode)
-        acc = accumulation_dtype(logits)
-        x = detach_ignored(logits, valid).to(acc)
-        log_p_true, full_target = outcome_log_probability(x, target.to(acc), self.mode)
+        log_p_true, full_target = outcome_log_probability(logits, target, valid, self.mode)
         loss = -log_p_true
         if self.gamma != 0:
             # 1 - p_t without cancellation; the floor keeps γ < 1 finite where p_t rounds to exactly 1
-            one_minus = (-torch.expm1(log_p_true)).clamp(min=torch.finfo(acc).tiny)
+            one_minus = (-torch.expm1(log_p_true)).clamp(min=torch.finfo(log_p_true.dtype).tiny)
             loss = loss * one_minus ** self.gamma
-        alpha = self._alpha_factor(full_target, x)
+        alpha = self._alpha_factor(full_target, log_p_true)
         if alpha is not None:
             loss = loss * alpha
         mask = valid_weight(valid, loss)

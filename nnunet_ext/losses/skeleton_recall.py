@@ -31,9 +31,9 @@ class SkeletonRecallLoss(nn.Module):
     Ignored voxels contribute to no sum and the prediction is detached there. A channel whose tube is
     empty (class absent, or entirely ignored) gives recall ``s / s = 1``, i.e. loss 0, with zero gradient:
     the loss is finite on every patch. Values lie in [0, 1) and the loss is 0 (up to ``s``) exactly when
-    the prediction is 1 on the whole tube. ``T`` may be soft (values in [0, 1], e.g. after mean
-    downsampling); nnU-Net-ext downsamples it by max pooling for the deep-supervision outputs so that every
-    output gets the term.
+    the prediction is 1 on the whole tube. ``T`` may be soft (values in [0, 1]). nnU-Net-ext computes the
+    tube of every deep-supervision output from that output's own downsampled segmentation, so every output
+    gets the term and no tube voxel lies on that output's background.
 
     Parameters
     ----------

@@ -10,9 +10,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from nnunet_ext.losses._common import (accumulation_dtype, as_weight_vector, broadcast_channels,
-                                       check_logit_inputs, check_mode, check_reduction, check_weights,
-                                       detach_ignored, outcome_log_probability, valid_weight)
+from nnunet_ext.losses._common import (as_weight_vector, broadcast_channels, check_mode, check_reduction,
+                                       check_weights, outcome_log_probability, valid_weight)
 
 __all__ = ["WeightedCrossEntropyLoss"]
 
@@ -69,20 +68,17 @@ class WeightedCrossEntropyLoss(nn.Module):
         self.reduction = check_reduction(reduction)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        check_logit_inputs(logits, target, valid, self.mode)
-        acc = accumulation_dtype(logits)
-        x = detach_ignored(logits, valid).to(acc)
-        log_p_true, full_target = outcome_log_probability(x, target.to(acc), self.mode)
+        log_p_true, full_target = outcome_log_probability(logits, target, valid, self.mode)
         loss = -log_p_true
         mask = valid_weight(valid, loss)
         if self.class_weights is None:
             weight = mask.expand_as(loss)
         else:
-            w = broadcast_channels(as_weight_vector(self.class_weights, full_target.shape[1], "class_weights", x), x.ndim)
+            w = broadcast_channels(as_weight_vector(self.class_weights, full_target.shape[1], "class_weights", loss), loss.ndim)
             weight = mask * ((full_target * w).sum(1, keepdim=True) if self.mode == "softmax" else w)
         loss = loss * weight
         if self.reduction == "none":
             return loss
         if self.mode == "softmax":
-            return loss.sum() / weight.sum().clamp(min=torch.finfo(acc).tiny)
+            return loss.sum() / weight.sum().clamp(min=torch.finfo(loss.dtype).tiny)
         return loss.sum() / (mask.sum() * loss.shape[1]).clamp(min=1)

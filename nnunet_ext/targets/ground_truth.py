@@ -4,14 +4,17 @@ These run in nnU-Net's data-augmentation workers, never inside a loss. Each func
 of :attr:`nnunet_ext.targets.AuxiliaryTarget.compute`, ``f(labels_onehot, valid, spacing, **options)``,
 so a ``functools.partial`` of it (picklable) can be registered as an auxiliary target as it is:
 
-========================== ================================== =============== ========================
-function                   used by                            channels/class  deep-supervision resize
-========================== ================================== =============== ========================
-:func:`skeleton_tube_target`   :class:`SkeletonRecallLoss`     1               ``"max"``
-:func:`signed_distance_target` :class:`BoundaryLoss`,          1               ``"mean"``
+================================ =================================== ==============
+function                         used by                             channels/class
+================================ =================================== ==============
+:func:`skeleton_tube_target`   :class:`SkeletonRecallLoss`     1
+:func:`signed_distance_target` :class:`BoundaryLoss`,          1
                                :class:`HausdorffDTLoss`
-:func:`centerline_radius_target` :class:`CenterlineBoundaryDiceLoss` 2         ``"max"``
-========================== ================================== =============== ========================
+:func:`centerline_radius_target` :class:`CenterlineBoundaryDiceLoss` 2
+================================ =================================== ==============
+
+Every deep-supervision output gets its targets computed from its own downsampled segmentation (see
+:mod:`nnunet_ext.targets.transforms`).
 
 Conventions shared by all functions
 -----------------------------------

@@ -12,8 +12,8 @@ class SkelRecallTrainer(CompositeLossTrainer):
     Segmentation of Thin Tubular Structures", ECCV 2024. The ground-truth skeleton is computed per
     class / region (never the union; ignored voxels never foreground) in nnU-Net's augmentation workers
     after spatial augmentation, dilated into a tube of ``tube_radius`` voxels (physical distance, so round
-    on anisotropic data), packed into the batch and max-downsampled for every deep-supervision output, so
-    every output that nnU-Net weights receives the term (the public implementation trains only the
+    on anisotropic data), packed into the batch, and computed again for every deep-supervision output from
+    that output's own downsampled segmentation, so every output that nnU-Net weights receives the term (the public implementation trains only the
     full-resolution output on it). The term is left out of nnU-Net's validation loss (validation batches
     carry no skeletons); the pseudo-Dice is unaffected.
 
