@@ -2,6 +2,8 @@
 
 * :mod:`.operations` — pure functions on one mask: remove small components, keep the k largest,
   fill holes, threshold a probability map;
+* :mod:`.connectivity` — from the probabilities: hysteresis thresholding, bridging gaps between
+  component end points along minimum-cost paths;
 * :mod:`.regions` — nested regions (ET ⊂ TC ⊂ WT): violations and their repair;
 * :mod:`.pipeline` — the JSON pipeline: validate, load, save, apply to arrays;
 * :mod:`.determine` — greedy search of a pipeline on cross-validation predictions;
@@ -9,6 +11,8 @@
 * :mod:`.nnunet_pkl` — export to nnU-Net's ``postprocessing.pkl`` where expressible;
 * :mod:`.folder` — cases on disk, apply a pipeline to a folder.
 """
+from .connectivity import Bridge, bridge_gaps, find_bridges, hysteresis_threshold, \
+    skeleton_end_points
 from .determine import Determination, candidate_steps, determine_from_folder, \
     determine_postprocessing, parse_objective
 from .folder import Case, apply_pipeline_to_folder, find_cases, find_cv_cases
@@ -25,6 +29,7 @@ from .state import CaseState
 __all__ = [
     "label_components", "component_sizes", "remove_small_components", "keep_largest_components",
     "hole_mask", "fill_holes", "threshold_probability",
+    "hysteresis_threshold", "bridge_gaps", "find_bridges", "skeleton_end_points", "Bridge",
     "region_ancestors", "nesting_violations", "enforce_nesting",
     "DatasetLabels", "CaseState",
     "OPS", "PipelineError", "validate_pipeline", "make_pipeline", "load_pipeline", "save_pipeline",

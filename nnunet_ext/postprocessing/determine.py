@@ -6,15 +6,20 @@ Greedy forward selection, one step at a time (``docs/postprocessing.md``):
    (start from the raw per-region ``p > 0.5`` masks, repaired by a rule).
 2. Label datasets with several classes: keep the largest component of all foreground together
    (nnU-Net's own first candidate).
-3. Every class / region in ``dataset.json`` order: candidates are a probability threshold
-   (when probabilities exist), keep the k largest components, remove components below a size
-   (sizes taken from the distribution of the predicted component sizes), fill holes.
+3. Every class / region in ``dataset.json`` order: candidates are a probability threshold or
+   hysteresis (when probabilities exist), keep the k largest components, remove components
+   below a size (sizes taken from the distribution of the predicted component sizes), fill
+   holes, bridge gaps between components (when probabilities exist and some case has more
+   than one component).
 
 A candidate qualifies if the mean objective over cases of its target classes rises by more than
 ``margin``, no class's mean falls by more than ``margin`` and the mean over all classes rises;
 the qualifying candidate with the largest rise of the all-class mean is accepted (ties: the
-earlier one). The class's candidates are then generated again from the new predictions and
-evaluated again, until none qualifies (each kind of step at most once per class).
+earlier one). With a Dice guard (``max_dice_drop``; on by default for the ``topology``
+objective) a candidate that leaves any class's mean Dice more than that below its value before
+post-processing is refused whatever the objective says. The class's candidates are then
+generated again from the new predictions and evaluated again, until none qualifies (each kind
+of step at most once per class).
 
 Metrics come from :mod:`nnunet_ext.evaluation` (ignore-label voxels removed from both masks).
 Each pass over the cases reads every case once and evaluates all current candidates on it, so
@@ -42,15 +47,38 @@ DEFAULT_MARGIN = 1e-3
 DEFAULT_THRESHOLDS = (0.3, 0.4, 0.6, 0.7)
 DEFAULT_SIZE_PERCENTILES = (10, 25, 50, 75, 90)
 DEFAULT_MAX_K = 3
+#: (low, high) pairs tried for hysteresis
+DEFAULT_HYSTERESIS = ((0.2, 0.5), (0.3, 0.5), (0.4, 0.5), (0.3, 0.7))
+#: longest gaps tried by bridge_gaps, in voxels of the finest axis (converted to physical
+#: lengths with the median over cases of the smallest spacing)
+DEFAULT_BRIDGE_VOXELS = (3.0, 6.0)
+#: floors of the mean probability on a bridged gap
+DEFAULT_BRIDGE_FLOORS = (0.1, 0.25)
+
+#: metrics derived here from the evaluation's ones: name -> True if higher is better
+DERIVED_METRICS: Dict[str, bool] = {"betti_0_relative_error": False}
+#: named objectives: name -> (metric weights, default largest tolerated fall of mean Dice)
+OBJECTIVES: Dict[str, Tuple[Dict[str, float], Optional[float]]] = {
+    "topology": ({"cldice": 1.0, "betti_0_relative_error": 0.1}, 0.01),
+}
+
+
+def _higher_is_better(name: str) -> bool:
+    from nnunet_ext.evaluation import METRICS
+
+    return {**METRICS, **DERIVED_METRICS}[name]
 
 
 # ---------------------------------------------------------------------------- objective
 def parse_objective(spec: Union[str, Dict[str, float]]) -> Dict[str, float]:
-    """Metric weights from ``"dice"``, ``"dice,cldice"`` (equal weights) or
-    ``"dice=0.7,betti_0_error=0.05"``.
+    """Metric weights from ``"dice"``, ``"dice,cldice"`` (equal weights),
+    ``"dice=0.7,betti_0_error=0.05"`` or a named objective of :data:`OBJECTIVES`.
 
     The objective of one class in one case is ``Σ w_m · s_m · value_m`` with ``s_m = +1`` for
-    metrics where higher is better and ``-1`` otherwise (:data:`nnunet_ext.evaluation.METRICS`).
+    metrics where higher is better and ``-1`` otherwise (:data:`nnunet_ext.evaluation.METRICS`
+    and :data:`DERIVED_METRICS`: ``betti_0_relative_error`` = ``|β0(pred) − β0(ref)| /
+    max(β0(ref), 1)``, components under full connectivity). ``"topology"`` is
+    ``cldice − 0.1 · betti_0_relative_error`` (with a Dice guard, :func:`objective_dice_guard`).
 
     Returns
     -------
@@ -58,6 +86,8 @@ def parse_objective(spec: Union[str, Dict[str, float]]) -> Dict[str, float]:
     """
     from nnunet_ext.evaluation import METRICS
 
+    if isinstance(spec, str) and spec.strip() in OBJECTIVES:
+        return dict(OBJECTIVES[spec.strip()][0])
     if isinstance(spec, dict):
         items = [(str(k), float(v)) for k, v in spec.items()]
     else:
@@ -76,24 +106,37 @@ def parse_objective(spec: Union[str, Dict[str, float]]) -> Dict[str, float]:
         items = [(n, 1.0 if w is None else w) for n, w in items]
     if not items:
         raise ValueError("no metric given for the post-processing objective")
-    unknown = [n for n, _ in items if n not in METRICS]
+    unknown = [n for n, _ in items if n not in METRICS and n not in DERIVED_METRICS]
     if unknown:
-        raise ValueError(f"unknown metric(s) {unknown}; known: {sorted(METRICS)}")
+        raise ValueError(f"unknown metric(s) {unknown}; known: "
+                         f"{sorted(METRICS) + sorted(DERIVED_METRICS)} or an objective name "
+                         f"{sorted(OBJECTIVES)}")
     if any(not np.isfinite(w) or w <= 0 for _, w in items):
         raise ValueError(f"metric weights must be positive, got {dict(items)}")
     return dict(items)
 
 
+def objective_dice_guard(spec: Union[str, Dict[str, float]]) -> Optional[float]:
+    """Default largest tolerated fall of a class's mean Dice for an objective spec: the named
+    objective's (``topology``: 0.01, one Dice point), otherwise ``None`` (no guard)."""
+    if isinstance(spec, str) and spec.strip() in OBJECTIVES:
+        return OBJECTIVES[spec.strip()][1]
+    return None
+
+
 def objective_label(weights: Dict[str, float]) -> str:
     if len(weights) == 1:
         return next(iter(weights))
-    return " + ".join(f"{w:g}·{m}" for m, w in weights.items())
+    out = ""
+    for m, w in weights.items():  # lower-is-better metrics count negatively: show the sign
+        sign = "+" if _higher_is_better(m) else "−"
+        out += (f" {sign} " if out else ("" if sign == "+" else "−")) + f"{w:g}·{m}"
+    return out
 
 
 def _objective(weights: Dict[str, float], values: Dict[str, float]) -> float:
-    from nnunet_ext.evaluation import METRICS
-
-    return float(sum(w * (values[m] if METRICS[m] else -values[m]) for m, w in weights.items()))
+    return float(sum(w * (values[m] if _higher_is_better(m) else -values[m])
+                     for m, w in weights.items()))
 
 
 def _display(weights: Dict[str, float], values: Dict[str, float]) -> float:
@@ -108,8 +151,16 @@ def _metrics(pred: np.ndarray, ref: np.ndarray, valid, spacing, names) -> Dict[s
 
     if valid is not None:
         pred, ref = pred & valid, ref & valid
-    res = case_metrics(pred, ref, spacing, metrics=names)
-    return {m: float(res[m]) for m in names}
+    base = [m for m in names if m not in DERIVED_METRICS]
+    if "betti_0_relative_error" in names and "betti_0_error" not in base:
+        base.append("betti_0_error")
+    res = case_metrics(pred, ref, spacing, metrics=base)
+    out = {m: float(res[m]) for m in base}
+    if "betti_0_relative_error" in names:
+        # same components as the evaluation's Betti numbers (full connectivity)
+        n_ref = label_components(ref)[1].size
+        out["betti_0_relative_error"] = out["betti_0_error"] / max(n_ref, 1)
+    return out
 
 
 def _sizes(state, indices) -> np.ndarray:
@@ -220,6 +271,9 @@ def candidate_steps(
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     size_percentiles: Sequence[float] = DEFAULT_SIZE_PERCENTILES,
     max_k: int = DEFAULT_MAX_K,
+    hysteresis: Sequence[Tuple[float, float]] = DEFAULT_HYSTERESIS,
+    bridge_lengths: Sequence[float] = (),
+    bridge_floors: Sequence[float] = DEFAULT_BRIDGE_FLOORS,
 ) -> List[dict]:
     """Candidate steps for one class / region (or a union of them).
 
@@ -242,6 +296,12 @@ def candidate_steps(
         The candidate grid: thresholds; percentiles of the pooled component sizes used as
         ``min_voxels`` / ``min_volume``; ``k = 1 .. max_k`` (only k below the largest component
         count of any case).
+    hysteresis : sequence of (low, high)
+        Hysteresis candidates (with probabilities; not after a threshold, and no threshold after
+        a hysteresis: both decide the class from its probabilities).
+    bridge_lengths, bridge_floors : sequence of float
+        ``bridge_gaps`` candidates (with probabilities, when some case has more than one
+        component): every ``max_length`` (physical) × ``min_probability``.
 
     Returns
     -------
@@ -249,8 +309,11 @@ def candidate_steps(
     """
     single = len(classes) == 1
     out = []
-    if probabilities and single and "threshold" not in done:
+    decided = {"threshold", "hysteresis"} & set(done)
+    if probabilities and single and not decided:
         out += [{"op": "threshold", "classes": list(classes), "threshold": float(t)} for t in thresholds]
+        out += [{"op": "hysteresis", "classes": list(classes), "low": float(lo), "high": float(hi)}
+                for lo, hi in hysteresis]
     max_n = max((len(s) for s in sizes), default=0)
     if "keep_largest_components" not in done:
         out += [{"op": "keep_largest_components", "classes": list(classes), "k": k}
@@ -268,6 +331,10 @@ def candidate_steps(
                     for v in vals if v > vols.min()]
     if single and "fill_holes" not in done:
         out.append({"op": "fill_holes", "classes": list(classes)})
+    if probabilities and single and "bridge_gaps" not in done and max_n > 1:
+        out += [{"op": "bridge_gaps", "classes": list(classes), "max_length": float(length),
+                 "min_probability": float(floor)}
+                for length in bridge_lengths for floor in bridge_floors]
     return [validate_step(s, "candidate") for s in out]
 
 
@@ -296,6 +363,9 @@ class Determination:
     probabilities : bool
         Whether probabilities were used.
     notes : list of str
+    max_dice_drop : float or None
+        The Dice guard: largest tolerated fall of a class's mean Dice below its value before
+        post-processing (None: no guard).
     """
 
     pipeline: dict
@@ -308,6 +378,7 @@ class Determination:
     n_cases: int
     probabilities: bool
     notes: List[str] = field(default_factory=list)
+    max_dice_drop: Optional[float] = None
 
     @property
     def accepted(self) -> List[dict]:
@@ -337,6 +408,10 @@ def determine_postprocessing(
     size_percentiles: Sequence[float] = DEFAULT_SIZE_PERCENTILES,
     max_k: int = DEFAULT_MAX_K,
     plans_file: Optional[str] = None,
+    hysteresis: Sequence[Tuple[float, float]] = DEFAULT_HYSTERESIS,
+    bridge_lengths: Optional[Sequence[float]] = None,
+    bridge_floors: Sequence[float] = DEFAULT_BRIDGE_FLOORS,
+    max_dice_drop: Optional[float] = None,
 ) -> Determination:
     """Choose post-processing steps on cross-validation predictions (see the module docstring).
 
@@ -347,7 +422,8 @@ def determine_postprocessing(
     dataset_json : str or dict
         The dataset's ``dataset.json`` (classes or regions, ignore label, file ending).
     metric : str or dict
-        Objective (:func:`parse_objective`); default Dice.
+        Objective (:func:`parse_objective`); default Dice; ``"topology"`` for
+        ``cldice − 0.1 · betti_0_relative_error`` with a 1-point Dice guard.
     margin : float
         Minimum rise of the target classes' mean objective for a step to be accepted; also
         the largest fall of any single class's mean that is tolerated. Default 0.001.
@@ -362,6 +438,15 @@ def determine_postprocessing(
         Candidate grid (:func:`candidate_steps`).
     plans_file : str, optional
         ``plans.json`` naming the reader/writer (default: chosen from the file ending).
+    hysteresis, bridge_floors
+        Candidate grid of the probability-based connectivity steps (:func:`candidate_steps`).
+    bridge_lengths : sequence of float, optional
+        ``max_length`` values (physical) tried by ``bridge_gaps``; default
+        :data:`DEFAULT_BRIDGE_VOXELS` × the median over cases of the smallest spacing.
+    max_dice_drop : float, optional
+        Dice guard: refuse a candidate that leaves any class's mean Dice more than this below
+        its value before post-processing (0.01 = one point). Default: the named objective's
+        (:func:`objective_dice_guard`), i.e. 0.01 for ``topology`` and no guard otherwise.
 
     Returns
     -------
@@ -379,6 +464,17 @@ def determine_postprocessing(
     dj = load_dataset_json(dataset_json) if isinstance(dataset_json, str) else dataset_json
     labels = DatasetLabels.from_dataset_json(dj)
     weights = parse_objective(metric)
+    if max_dice_drop is None:
+        max_dice_drop = objective_dice_guard(metric)
+    if max_dice_drop is not None and not (np.isfinite(max_dice_drop) and max_dice_drop >= 0):
+        raise ValueError(f"max_dice_drop must be a non-negative number, got {max_dice_drop}")
+    for lo, hi in hysteresis:
+        if not 0.0 <= lo < hi <= 1.0:
+            raise ValueError(f"hysteresis candidate ({lo}, {hi}): needs 0 ≤ low < high ≤ 1")
+    if bridge_lengths is not None and any(not (np.isfinite(v) and v > 0) for v in bridge_lengths):
+        raise ValueError(f"bridge lengths must be positive, got {list(bridge_lengths)}")
+    if any(not 0.0 <= f <= 1.0 for f in bridge_floors):
+        raise ValueError(f"bridge floors must be in [0, 1], got {list(bridge_floors)}")
     names = labels.names
     notes: List[str] = []
     with_npz = [c for c in cases if c.npz is not None]
@@ -396,15 +492,19 @@ def determine_postprocessing(
     else:
         use_probs = False
     if not use_probs:
-        notes.append("no probabilities used: no threshold candidates")
+        notes.append("no probabilities used: no threshold, hysteresis or bridge_gaps candidates")
     reader_cls = reader_writer_class(dj, cases[0].pred, plans_file)
-    common = {"reader_cls": reader_cls, "labels": labels, "metrics": tuple(weights),
+    metric_names = tuple(dict.fromkeys(list(weights) + (["dice"] if max_dice_drop is not None else [])))
+    common = {"reader_cls": reader_cls, "labels": labels, "metrics": metric_names,
               "use_probabilities": use_probs, "input": "segmentation", "steps": [],
               "candidates": [], "compute_base": False, "stats_target": None}
     runner = _Runner(cases, common, num_processes, progress)
     try:
-        det = _search(runner, labels, weights, margin, use_probs, notes, thresholds,
-                      size_percentiles, max_k, len(cases))
+        grid = {"thresholds": thresholds, "size_percentiles": size_percentiles, "max_k": max_k,
+                "hysteresis": tuple(hysteresis), "bridge_lengths": bridge_lengths,
+                "bridge_floors": tuple(bridge_floors)}
+        det = _search(runner, labels, weights, margin, use_probs, notes, grid, max_dice_drop,
+                      len(cases))
     except BaseException:
         runner.close(terminate=True)
         raise
@@ -412,8 +512,8 @@ def determine_postprocessing(
     return det
 
 
-def _search(runner, labels, weights, margin, use_probs, notes, thresholds, size_percentiles,
-            max_k, n_cases) -> Determination:
+def _search(runner, labels, weights, margin, use_probs, notes, grid, max_dice_drop,
+            n_cases) -> Determination:
     names = labels.names
     first_target = (0,)
     res = runner.run("baseline", compute_base=True, stats_target=first_target)
@@ -421,6 +521,12 @@ def _search(runner, labels, weights, margin, use_probs, notes, thresholds, size_
     vox_vol = [r["voxel_volume"] for r in res]
     same_spacing = len({tuple(np.round(r["spacing"], 6)) for r in res}) == 1
     baseline_values = [list(v) for v in values]
+    if grid["bridge_lengths"] is None:  # voxel multiples of the finest axis
+        finest = float(np.median([min(r["spacing"]) for r in res]))
+        grid = {**grid, "bridge_lengths": tuple(_fmt_size(v * finest)
+                                                 for v in DEFAULT_BRIDGE_VOXELS)}
+    base_dice = (np.array([[v["dice"] for v in row] for row in baseline_values]).mean(axis=0)
+                 if max_dice_drop is not None else None)
     pipeline_input = "segmentation"
     steps: List[Tuple[dict, Tuple[int, ...]]] = []
     tried: List[dict] = []
@@ -448,8 +554,16 @@ def _search(runner, labels, weights, margin, use_probs, notes, thresholds, size_
             per = [r["candidates"][j] for r in out]
             changed = sum(1 for p in per if p["values"] or p["removed"] or p["added"])
             op, params = _step_text(cand["step"])
+            dice_fall = None
+            if base_dice is not None:
+                falls = base_dice - np.array([[v["dice"] for v in row]
+                                              for row in new_values]).mean(axis=0)
+                dice_fall = int(np.argmax(falls)) if falls.max() > max_dice_drop + 1e-12 else None
             if target_gain <= margin:
                 reason = f"gain {target_gain:+.4g} ≤ margin {margin:g}"
+            elif dice_fall is not None:
+                reason = (f"Dice guard: {names[dice_fall]} Dice {falls[dice_fall]:.4g} below "
+                          f"baseline > {max_dice_drop:g}")
             elif drop[worst] < -margin:
                 reason = f"{names[worst]} worse by {-drop[worst]:.4g}"
             elif gain <= 0:
@@ -517,8 +631,7 @@ def _search(runner, labels, weights, margin, use_probs, notes, thresholds, size_
             sizes = [r["sizes"] for r in res]
         done: List[str] = []
         while True:
-            cands = candidate_steps([name], sizes, vox_vol, same_spacing, use_probs, done,
-                                    thresholds, size_percentiles, max_k)
+            cands = candidate_steps([name], sizes, vox_vol, same_spacing, use_probs, done, **grid)
             if not cands:
                 break
             best, new_sizes = evaluate(target, [{"input": None, "step": s, "indices": target}
@@ -535,11 +648,13 @@ def _search(runner, labels, weights, margin, use_probs, notes, thresholds, size_
         "metric": objective_label(weights), "weights": weights, "margin": margin,
         "probabilities_used": use_probs, "baseline": summary(base_disp), "final": summary(final_disp),
     }
+    if max_dice_drop is not None:
+        metadata["max_dice_drop"] = max_dice_drop
     pipeline = make_pipeline([s for s, _ in steps], labels, input=pipeline_input, metadata=metadata)
     return Determination(pipeline=pipeline, tried=tried, baseline=summary(base_disp),
                          final=summary(final_disp), metric=objective_label(weights),
                          weights=weights, margin=margin, n_cases=n_cases,
-                         probabilities=use_probs, notes=notes)
+                         probabilities=use_probs, notes=notes, max_dice_drop=max_dice_drop)
 
 
 def determine_from_folder(

@@ -14,8 +14,8 @@ pipeline that starts from the segmentation — for regions only if no other regi
 with the targets without lying inside them (nnU-Net's function turns removed voxels into
 background, i.e. takes them out of every region; ours keeps them in the enclosing regions, so
 keep-largest on BraTS's tumour core is not expressible, on the whole tumour it is). Anything
-else (other steps, thresholds from probabilities, nesting repair) cannot be written for the
-stock command; :func:`nnunet_steps` says why.
+else (other steps; thresholds, hysteresis and gap bridging, which read the probabilities;
+nesting repair) cannot be written for the stock command; :func:`nnunet_steps` says why.
 
 This module only ever *writes* pickles; our own files are JSON.
 """
@@ -26,7 +26,7 @@ import pickle
 from typing import List, Optional, Tuple
 
 from .labels import DatasetLabels
-from .pipeline import resolve_steps
+from .pipeline import NEEDS_PROBABILITIES, resolve_steps
 
 
 class NotExpressible(ValueError):
@@ -50,6 +50,9 @@ def nnunet_steps(pipeline: dict, labels: DatasetLabels) -> List[dict]:
     out = []
     for i, (step, idx) in enumerate(resolve_steps(pipeline, labels)):
         where = f"steps[{i}] ({step['op']})"
+        if step["op"] in NEEDS_PROBABILITIES:
+            raise NotExpressible(f"{where}: needs the saved probabilities (.npz); nnU-Net's "
+                                 "post-processing only sees the segmentation")
         if step["op"] != "keep_largest_components":
             raise NotExpressible(f"{where}: nnU-Net's post-processing only keeps the largest "
                                  "component")

@@ -8,7 +8,8 @@ Format (``docs/postprocessing.md``)::
       "labels": {...}, "regions_class_order": null,   # of the dataset it was made for
       "steps": [
         {"op": "keep_largest_components", "classes": ["liver"], "k": 1},
-        {"op": "remove_small_components", "classes": ["tumour"], "min_voxels": 20}
+        {"op": "remove_small_components", "classes": ["tumour"], "min_voxels": 20},
+        {"op": "bridge_gaps", "classes": ["vessel"], "max_length": 3.0}   # needs the .npz
       ],
       "metadata": {}                           # free-form, ignored when applying
     }
@@ -24,6 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import connectivity as conn_ops
 from . import operations as ops
 from .labels import DatasetLabels, check_same_labels
 from .regions import RULES
@@ -41,12 +43,15 @@ OPS: Dict[str, Tuple[Tuple[str, ...], Dict[str, object]]] = {
     "keep_largest_components": (("classes",), {"k": 1, "connectivity": None}),
     "fill_holes": (("classes",), {"connectivity": None}),
     "threshold": (("classes", "threshold"), {}),
+    "hysteresis": (("classes", "low", "high"), {"connectivity": None}),
+    "bridge_gaps": (("classes", "max_length"), {"min_probability": 0.1, "max_angle": 60.0,
+                                                "dilate": False, "connectivity": None}),
     "enforce_nesting": ((), {"rule": "intersect"}),
 }
 #: ops that edit exactly one class / region
-_SINGLE_CLASS = {"fill_holes", "threshold"}
+_SINGLE_CLASS = {"fill_holes", "threshold", "hysteresis", "bridge_gaps"}
 #: ops that need the saved probabilities
-NEEDS_PROBABILITIES = {"threshold"}
+NEEDS_PROBABILITIES = {"threshold", "hysteresis", "bridge_gaps"}
 
 
 class PipelineError(ValueError):
@@ -123,6 +128,29 @@ def validate_step(step, where: str) -> dict:
         if not (_is_number(t) and 0.0 <= t <= 1.0):
             raise PipelineError(f"{where}.threshold: must be a number in [0, 1], got {t!r}")
         out["threshold"] = float(t)
+    elif op == "hysteresis":
+        for key in ("low", "high"):
+            out[key] = step[key]
+            if not (_is_number(out[key]) and 0.0 <= out[key] <= 1.0):
+                raise PipelineError(f"{where}.{key}: must be a number in [0, 1], got {out[key]!r}")
+            out[key] = float(out[key])
+        if not out["low"] < out["high"]:
+            raise PipelineError(f"{where}.low: must be below 'high' ({out['high']}), got {out['low']}")
+    elif op == "bridge_gaps":
+        out["max_length"] = step["max_length"]
+        if not (_is_number(out["max_length"]) and out["max_length"] > 0):
+            raise PipelineError(f"{where}.max_length: must be a positive number (physical units of "
+                                f"the spacing), got {out['max_length']!r}")
+        if not (_is_number(out["min_probability"]) and 0.0 <= out["min_probability"] <= 1.0):
+            raise PipelineError(f"{where}.min_probability: must be a number in [0, 1], got "
+                                f"{out['min_probability']!r}")
+        if not (_is_number(out["max_angle"]) and 0.0 < out["max_angle"] <= 180.0):
+            raise PipelineError(f"{where}.max_angle: must be a number of degrees in (0, 180], got "
+                                f"{out['max_angle']!r}")
+        if not isinstance(out["dilate"], bool):
+            raise PipelineError(f"{where}.dilate: must be true or false, got {out['dilate']!r}")
+        for key in ("max_length", "min_probability", "max_angle"):
+            out[key] = float(out[key])
     elif op == "enforce_nesting":
         if out["rule"] not in RULES:
             raise PipelineError(f"{where}.rule: must be one of {list(RULES)}, got {out['rule']!r}")
@@ -271,9 +299,9 @@ def apply_step(state: CaseState, step: dict, indices: Sequence[int],
     indices : sequence of int
         Its classes / regions (from :func:`resolve_steps`).
     spacing : sequence of float, optional
-        Voxel size in array-axis order (for ``min_volume``).
+        Voxel size in array-axis order (for ``min_volume`` and ``bridge_gaps``).
     probabilities : ndarray of float, shape (n_channels, *S), optional
-        Needed by ``threshold``.
+        Needed by ``threshold``, ``hysteresis`` and ``bridge_gaps``.
 
     Returns
     -------
@@ -300,11 +328,22 @@ def apply_step(state: CaseState, step: dict, indices: Sequence[int],
     elif op == "fill_holes":
         after = ops.fill_holes(before, step["connectivity"])
         state.add(indices[0], after & ~before)
-    elif op == "threshold":
+    elif op in NEEDS_PROBABILITIES:
         if probabilities is None:
-            raise PipelineError(f"step 'threshold' on {step['classes']} needs the saved "
+            raise PipelineError(f"step '{op}' on {step['classes']} needs the saved "
                                 "probabilities (.npz), none were given")
-        state.set_from_probability(indices[0], probabilities, step["threshold"])
+        if op == "threshold":
+            state.set_from_probability(indices[0], probabilities, step["threshold"])
+        elif op == "hysteresis":
+            new = conn_ops.hysteresis_threshold(state.probability(indices[0], probabilities),
+                                                step["low"], step["high"], step["connectivity"])
+            state.set_mask(indices[0], new, probabilities)
+        else:  # bridge_gaps: paths never cross another class of a label map
+            after = conn_ops.bridge_gaps(
+                before, state.probability(indices[0], probabilities), spacing,
+                step["max_length"], step["min_probability"], step["max_angle"], step["dilate"],
+                step["connectivity"], barrier=state.other_classes(indices[0]))
+            state.add(indices[0], after & ~before)
     else:  # validate_step guarantees a known op
         raise AssertionError(op)
     now = state.mask(indices)
@@ -351,7 +390,8 @@ def apply_pipeline(
     spacing : sequence of float, optional
         Voxel size in array-axis order (default 1 per axis).
     probabilities : ndarray of float, shape (n_channels, *S), optional
-        nnU-Net's saved probabilities, needed by ``threshold`` and ``input: probabilities``.
+        nnU-Net's saved probabilities, needed by ``threshold``, ``hysteresis``,
+        ``bridge_gaps`` and ``input: probabilities``.
     source : str
         Name of the pipeline in error messages.
 

@@ -50,8 +50,10 @@ def render_report(det, pkl_note: Optional[str] = None) -> str:
     lines = ["# Post-processing determined on cross-validation", "",
              f"{det.n_cases} cases; objective: **{det.metric}** (mean over cases). A step is "
              f"accepted when it raises the mean of its classes by more than {det.margin:g}, "
-             f"lowers no class by more than {det.margin:g} and raises the mean over all classes. "
-             "Probabilities used: "
+             f"lowers no class by more than {det.margin:g} and raises the mean over all classes"
+             + (f", and leaves no class's mean Dice more than {det.max_dice_drop:g} below its "
+                "value before post-processing (Dice guard)" if det.max_dice_drop is not None else "")
+             + ". Probabilities used: "
              f"{'yes' if det.probabilities else 'no'}.", "",
              "## Chosen steps", ""]
     if det.accepted:

@@ -5,8 +5,8 @@ Edits keep each representation consistent:
 
 * label map — removed voxels become background (0); added voxels (hole filling) are only
   taken from background, so no other class is overwritten; a threshold assigns the class where
-  its probability exceeds the threshold and gives the voxels it releases to the most probable
-  other label;
+  its probability exceeds the threshold (hysteresis: where its hysteresis mask is) and gives the
+  voxels it releases to the most probable other label; bridges only take background voxels;
 * region masks — removed voxels leave the edited regions and every region inside them; added
   voxels join the edited region and every region containing it
   (:func:`~nnunet_ext.postprocessing.regions.propagate_change`), so nested regions stay nested.
@@ -106,6 +106,25 @@ class CaseState:
         else:
             self.seg[added & (self.seg == 0)] = self.labels.values[index][0]
 
+    def probability(self, index: int, probabilities: np.ndarray) -> np.ndarray:
+        """The probability channel of class / region ``index``, spatial shape.
+
+        Parameters
+        ----------
+        probabilities : ndarray of float, shape (n_channels, *S)
+            Region datasets: one channel per region; label datasets: one per label value.
+        """
+        if self.labels.has_regions:
+            return probabilities[index]
+        return probabilities[self.labels.all_labels.index(self.labels.values[index][0])]
+
+    def other_classes(self, index: int) -> Optional[np.ndarray]:
+        """Voxels that an addition to class ``index`` cannot take: another foreground label of a
+        label map (:meth:`add` only takes background). ``None`` for region datasets."""
+        if self.labels.has_regions:
+            return None
+        return (self.seg != 0) & ~self.mask([index])
+
     def set_from_probability(self, index: int, probabilities: np.ndarray, threshold: float) -> None:
         """Class / region ``index`` becomes ``probabilities[channel] > threshold``.
 
@@ -113,15 +132,24 @@ class CaseState:
         ----------
         probabilities : ndarray of float, shape (n_channels, *S)
         """
+        self.set_mask(index, self.probability(index, probabilities) > threshold, probabilities)
+
+    def set_mask(self, index: int, new: np.ndarray, probabilities: np.ndarray) -> None:
+        """Class / region ``index`` becomes ``new`` (a decision on its probabilities); label maps
+        give the voxels it releases to the most probable other label.
+
+        Parameters
+        ----------
+        new : ndarray of bool, spatial shape
+        probabilities : ndarray of float, shape (n_channels, *S)
+        """
         lab = self.labels
         if lab.has_regions:
-            new = probabilities[index] > threshold
             old = self.masks[index]
             _regions.propagate_change(self.masks, [index], old & ~new, new & ~old, lab.ancestors)
             return
         value = lab.values[index][0]
         ch = lab.all_labels.index(value)
-        new = probabilities[ch] > threshold
         released = (self.seg == value) & ~new
         if released.any():
             others = np.delete(probabilities[:, released], ch, axis=0)
