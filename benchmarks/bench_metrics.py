@@ -94,6 +94,37 @@ def realistic_pair(shape, n_tubes=40, seed=0):
     return pred, ref
 
 
+def tree_pair(shape, n_branches=60, seed=0):
+    """Single-component pair: a branching vessel tree (one 26-connected component, radii 4
+    shrinking to 1.5 voxels) as reference, and a prediction with radii varying smoothly by ±15 %
+    and spurious blobs all over the volume (thousands of small components beside the tree)."""
+    rng = np.random.default_rng(seed)
+    centre = np.zeros(shape, bool)
+    radius = np.zeros(shape, np.float32)
+    starts = [(np.array(shape) / 2.0, 4.0)]
+    for _ in range(n_branches):
+        pos, r = starts[rng.integers(len(starts))]
+        pos, step = pos.copy(), rng.normal(size=3)
+        for _ in range(int(max(shape) * 0.6)):
+            step = 0.9 * step + 0.3 * rng.normal(size=3)
+            step /= np.linalg.norm(step)
+            pos = np.clip(pos + step, 0, np.array(shape) - 1)
+            idx = tuple(int(p) for p in pos)
+            centre[idx] = True
+            radius[idx] = max(r, 1.5)
+            if rng.random() < 0.02:
+                starts.append((pos.copy(), max(r * 0.85, 1.5)))
+    dist, ind = ndimage.distance_transform_edt(~centre, return_indices=True)
+    near_radius = radius[tuple(ind)]
+    ref = dist <= near_radius
+    rng = np.random.default_rng(seed + 1)
+    noise = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 4)
+    noise /= noise.std()
+    pred = dist <= near_radius * (1 + 0.15 * noise)
+    pred |= ndimage.gaussian_filter(rng.random(shape).astype(np.float32), 2) > 0.53
+    return pred, ref
+
+
 SURFACE = ("assd", "masd", "hd", "hd95", "nsd")
 METRICS = ["dice", *SURFACE, "cldice", "betti_0_error", "betti_1_error", "betti_2_error", "voi"]
 
@@ -154,13 +185,18 @@ def main(argv=None):
     ap.add_argument("--spacing", type=float, nargs=3, default=(1.5, 0.7, 0.7))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--tolerance", type=float, default=1.0)
-    ap.add_argument("--prediction", choices=("noisy", "realistic", "both"), default="both",
-                    help="which synthetic prediction to evaluate (default: both)")
+    ap.add_argument("--prediction", choices=("noisy", "realistic", "tree", "both", "all"),
+                    default="both",
+                    help="which synthetic pair to evaluate: noisy / realistic (many components), tree "
+                         "(one connected vessel tree), both (noisy + realistic, default) or all")
     ap.add_argument("--workers", type=int, nargs="+", default=[1],
                     help="workers of nnunet_ext's case_metrics, each timed in the same run")
     ap.add_argument("--baseline", choices=("shared", "per-metric", "both"), default="shared",
                     help="straightforward implementation: distance transforms shared by the five "
                          "surface metrics (default) or computed per metric, or both")
+    ap.add_argument("--skeleton-check", action="store_true",
+                    help="also time scikit-image's whole-array skeletonize against skeletonize_mask "
+                         "per mask and check that the skeletons are identical")
     ap.add_argument("--families", action="store_true",
                     help="also time nnunet_ext's metric families one by one (one process)")
     args = ap.parse_args(argv)
@@ -171,10 +207,12 @@ def main(argv=None):
     shape, sp = tuple(args.shape), tuple(args.spacing)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"python {platform.python_version()}; load average {_load()}")
-    kinds = ("noisy", "realistic") if args.prediction == "both" else (args.prediction,)
+    kinds = {"both": ("noisy", "realistic"), "all": ("noisy", "realistic", "tree")}.get(
+        args.prediction, (args.prediction,))
+    pairs = {"noisy": vessel_pair, "realistic": realistic_pair, "tree": tree_pair}
     worst_diff = 0.0
     for kind in kinds:
-        pred, ref = (vessel_pair if kind == "noisy" else realistic_pair)(shape)
+        pred, ref = pairs[kind](shape)
         worst_diff = max(worst_diff, _compare(ref_mod, case_metrics, kind, pred, ref, sp, args))
     return 0 if worst_diff <= 1e-6 else 1
 
@@ -224,6 +262,23 @@ def _compare(ref_mod, case_metrics, kind, pred, ref, sp, args):
         extra = "" if name in baselines else f"  ({ratios})"
         print(f"  {name:<18}{t:>8.2f} s  [{', '.join(f'{x:.2f}' for x in times[name])}]{extra}")
     print(f"largest absolute difference: {diff:.2e} ({worst})")
+    if args.skeleton_check:
+        from skimage.morphology import skeletonize
+
+        from nnunet_ext.evaluation import skeletonize_mask
+
+        for name, m in (("pred", pred), ("ref", ref)):
+            t = {}
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                whole = skeletonize(m)
+                t.setdefault("whole", []).append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                ours = skeletonize_mask(m)
+                t.setdefault("ours", []).append(time.perf_counter() - t0)
+            same = bool(np.array_equal(whole.astype(bool), ours))
+            print(f"skeleton of {name}: whole-array skimage {statistics.median(t['whole']):.2f} s, "
+                  f"skeletonize_mask {statistics.median(t['ours']):.2f} s (identical: {same})")
     if args.families:
         fam = families(pred, ref, sp, args.tolerance)
         print("nnunet_ext per metric family (one process): "

@@ -225,3 +225,40 @@ def test_distance_transform_on_the_box_of_both_borders_is_exact():
     assert np.array_equal(whole, cropped)
     ours = surface_metrics(a, b, sp)
     assert ours.hd == pytest.approx(max(whole.max(), reference.directed_distances(b, a, sp).max()))
+
+
+def _tree_with_noise(rng, shape=(24, 40, 40)):
+    """One 26-connected branching tube spanning the array, plus small blobs all over it."""
+    tree = np.zeros(shape, bool)
+    tree[12, 2:38, 20] = True
+    for x in (8, 16, 24, 32):
+        tree[4:20, x, 20] = True
+        tree[12, x, 4:36] = True
+    tree = ndimage.binary_dilation(tree, iterations=1)
+    blobs = ndimage.gaussian_filter(rng.random(shape), 1.0) > 0.62
+    return tree, tree | blobs
+
+
+def test_single_large_component_thinned_in_one_call_with_identical_skeleton():
+    from skimage.morphology import skeletonize
+
+    from nnunet_ext.evaluation import skeletonize_mask
+    from nnunet_ext.evaluation._prepared import prepare_mask
+    from nnunet_ext.evaluation.skeleton import _plan
+
+    tree, noisy = _tree_with_noise(np.random.default_rng(0))
+    prep = prepare_mask(noisy)
+    assert prep.n_components > 10
+    jobs, fixed = _plan(prep, 0)
+    # the tree's box spans the crop: one job over the whole crop, never more scanning than the
+    # whole-array call (per-component boxes overlapping the tree's would scan more)
+    assert len(jobs) == 1 and jobs[0].scan == prep.crop.size
+    assert set(jobs[0].ks) | {int(prep.labels[tuple(c - np.asarray(prep.origin))]) for c in fixed} \
+        == set(range(1, prep.n_components + 1))
+    for m in (tree, noisy):
+        for workers in (1, 2):
+            assert np.array_equal(skeletonize_mask(m, workers=workers), skeletonize(m).astype(bool))
+    # two large components far apart keep their own jobs
+    sparse = np.zeros((40, 90, 90), bool)
+    sparse[2:36, 2:36, 2:36] = sparse[4:38, 50:86, 50:86] = True
+    assert len(_plan(prepare_mask(sparse), 0)[0]) == 2

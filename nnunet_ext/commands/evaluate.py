@@ -49,6 +49,15 @@ def register(subparsers) -> None:
     p.add_argument("--skeleton", choices=("skimage", "robust"), default="skimage",
                    help="clDice skeletons: scikit-image's 3D thinning (default) or the robust variant "
                         "that never loses a thin object (docs/metrics.md)")
+    p.add_argument("--challenge", choices=("vesuvius", "brats2023", "brats2024", "monusac"), default=None,
+                   help="score as the challenge's leaderboard does instead (docs/metrics.md, 'Challenge "
+                        "scores'); label maps in the challenge's own convention")
+    p.add_argument("--brats-subchallenge", choices=("GLI", "SSA", "MEN", "PED", "MET"), default="GLI",
+                   help="BraTS sub-challenge of --challenge brats2023/brats2024 (default GLI)")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="processes inside a case for --challenge vesuvius (Betti matching of the octants)")
+    p.add_argument("--max-memory-gb", type=float, default=None,
+                   help="address-space limit per Betti-matching process (--challenge vesuvius)")
     p.add_argument("--bootstrap", type=int, default=10000, help="bootstrap resamples (default 10000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.set_defaults(func=_run)
@@ -63,6 +72,8 @@ def _run(args) -> int:
     if args.num_processes < 1:
         print("error: -np must be at least 1", file=sys.stderr)
         return 2
+    if args.challenge is not None:
+        return _run_challenge(args)
     try:
         rows, summary = evaluate_folders(
             args.pred_folder, args.ref_folder, args.dataset_json,
@@ -78,6 +89,26 @@ def _run(args) -> int:
     for name, entry in summary["classes"].items():
         parts = [f"{m} {entry[m]['mean']:.4f}" for m in summary["settings"]["metrics"][:4]]
         print(f"{name}: " + ", ".join(parts))
+    return 0
+
+
+def _run_challenge(args) -> int:
+    import sys
+
+    from nnunet_ext.evaluation.challenge_folder import evaluate_challenge_folders
+
+    try:
+        rows, summary = evaluate_challenge_folders(
+            args.pred_folder, args.ref_folder, args.dataset_json, args.challenge,
+            output_folder=args.output_folder, brats_subchallenge=args.brats_subchallenge,
+            workers=args.workers, max_memory_gb=args.max_memory_gb, n_resamples=args.bootstrap,
+            seed=args.seed, overwrite=args.overwrite)
+    except (OSError, KeyError, ValueError, ImportError, MemoryError) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+        return 1
+    cols = summary["settings"]["columns"]
+    for name, entry in summary["classes"].items():
+        print(f"{name}: " + ", ".join(f"{m} {entry[m]['mean']:.4f}" for m in cols[:4]))
     return 0
 
 

@@ -24,7 +24,16 @@ def as_mask(array, name: str = "mask") -> np.ndarray:
         raise TypeError(f"{name} must be boolean or numeric, got dtype {arr.dtype}")
     if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or infinite values")
-    return arr != 0
+    mask = arr != 0
+    # a label map passed as a mask (an ignore label, several classes) would silently count
+    # every label as foreground: only 0/1 masks are accepted as numbers
+    if (np.issubdtype(arr.dtype, np.unsignedinteger) and arr.size and arr.max() > 1) or \
+            (not np.issubdtype(arr.dtype, np.unsignedinteger) and np.any(mask & (arr != 1))):
+        bad = np.unique(arr[mask & (arr != 1)])[:5].tolist()
+        raise ValueError(f"{name} holds values other than 0 and 1 ({', '.join(map(str, bad))}): "
+                         "pass a boolean mask of one class, e.g. seg == label, with an ignore "
+                         "label removed from both masks first")
+    return mask
 
 
 def check_pair(pred, ref) -> Tuple[np.ndarray, np.ndarray]:

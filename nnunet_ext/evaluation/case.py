@@ -11,7 +11,7 @@ from .overlap import overlap_metrics
 from .skeleton import (
     check_skeleton_method, cldice, cldice_from_skeletons, start_skeleton_coordinates,
 )
-from .surface import metrics_from_distances, surface_metrics_prepared
+from .surface import boundary_iou_prepared, metrics_from_distances, surface_metrics_prepared
 from .topology import betti_numbers_prepared
 from .vesuvius import vesuvius_from_parts
 from .voi import voi_prepared
@@ -28,9 +28,11 @@ METRICS: Dict[str, bool] = {
     "betti_0_error": False, "betti_1_error": False, "betti_2_error": False,
     "voi": False,
     "vesuvius_score": True,
+    "boundary_iou": True,
 }
-#: metrics computed when none are requested (the Vesuvius score only on request)
-DEFAULT_METRICS = tuple(m for m in METRICS if m != "vesuvius_score")
+#: metrics computed when none are requested (the Vesuvius stand-in and Boundary IoU only on
+#: request)
+DEFAULT_METRICS = tuple(m for m in METRICS if m not in ("vesuvius_score", "boundary_iou"))
 
 _OVERLAP = {"dice", "iou", "precision", "recall", "fg_fraction_pred", "fg_fraction_ref"}
 _SURFACE = {"assd", "masd", "hd", "hd95", "nsd"}
@@ -120,7 +122,7 @@ def case_metrics(
     voxel_volume = float(np.prod(sp))
     values["volume_pred"] = float(np.count_nonzero(p)) * voxel_volume if "volume_pred" in want else 0.0
     values["volume_ref"] = float(np.count_nonzero(r)) * voxel_volume if "volume_ref" in want else 0.0
-    if not want & (_SURFACE | _BETTI | {"voi", "cldice", "vesuvius_score"}):
+    if not want & (_SURFACE | _BETTI | {"voi", "cldice", "vesuvius_score", "boundary_iou"}):
         return _finish(out, names, values)
     labels = bool(want & (_BETTI | {"voi", "cldice", "vesuvius_score"}))
     pp, pr = prepare_mask(p, labels), prepare_mask(r, labels)
@@ -141,6 +143,9 @@ def case_metrics(
             br = betti_numbers_prepared(pr, connectivity)
             for k in range(3):
                 values[f"betti_{k}_error"] = float(abs(bp[k] - br[k])) if k < len(bp) else 0.0
+        if "boundary_iou" in want:
+            # MetricsReloaded's default: the border voxels themselves (distance 1 voxel)
+            values["boundary_iou"] = boundary_iou_prepared(pp, pr)
         if want & {"voi", "vesuvius_score"}:
             values["voi"] = voi_prepared(pp, pr, connectivity)["voi"]
         if "vesuvius_score" in want:

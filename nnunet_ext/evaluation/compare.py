@@ -23,8 +23,12 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from ._common import STATUSES
-from .case import METRICS
-from .stats import paired_bootstrap, summarize
+from .case import METRICS as _CASE_METRICS
+from .challenges import CHALLENGE_METRICS
+
+#: every per-case column compare knows (metric -> True if higher is better)
+METRICS = {**_CASE_METRICS, **CHALLENGE_METRICS}
+from .stats import BOOTSTRAP_METHOD, paired_bootstrap, summarize
 
 _KEY_COLUMNS = ("case", "class")
 _TEXT_COLUMNS = ("case", "class", "labels", "status", "fold")
@@ -302,7 +306,7 @@ def compare_results(
     classes = list(dict.fromkeys(c for _, c in keys))
     out = {"methods": methods, "metrics": names, "classes": classes, "dropped_rows": dropped,
            "confidence": confidence, "bootstrap_resamples": n_resamples,
-           "bootstrap_method": "percentile", "n_cases": {}, "summary": {}, "ranking": {},
+           "bootstrap_method": BOOTSTRAP_METHOD, "n_cases": {}, "summary": {}, "ranking": {},
            "mean_rank": {}, "paired": {}, "worst": {}, "terciles": {}, "status_counts": {}}
     for c in classes:
         cases = [k for k, cc in keys if cc == c]
@@ -398,9 +402,14 @@ def render_markdown(cmp: dict, sources: Optional[Dict[str, str]] = None,
     pct = int(round(cmp["confidence"] * 100))
     L = ["# Comparison of segmentation results", ""]
     L.append(f"{len(methods)} result(s), metrics: {', '.join(names)}. Statistics are over cases "
-             f"present in every result; {pct} % CIs are percentile bootstraps of the mean "
-             f"({cmp['bootstrap_resamples']} resamples of the cases). Arrows: ↑ higher is "
+             f"present in every result; {pct} % CIs are expanded percentile bootstraps of the "
+             f"mean ({cmp['bootstrap_resamples']} resamples of the cases; never narrower than "
+             "Student's t interval, so that they hold at small n). Arrows: ↑ higher is "
              "better, ↓ lower is better.")
+    small = sorted({n for n in cmp["n_cases"].values() if n < 10})
+    if small:
+        L += ["", f"**Few cases** ({', '.join(map(str, small))} in some classes): the intervals "
+              "are wide and a plain percentile bootstrap would understate them."]
     L.append("")
     rows = []
     for n in methods:
@@ -463,6 +472,31 @@ def render_markdown(cmp: dict, sources: Optional[Dict[str, str]] = None,
     return "\n".join(L)
 
 
+#: metrics measured in the units of the image spacing (mm for medical images)
+DISTANCE_METRICS = ("assd", "masd", "hd", "hd95")
+_AXIS_LABELS = {
+    "volume_pred": "volume (spacing units³, mm³)", "volume_ref": "volume (spacing units³, mm³)",
+    "voi": "VOI (bits)",
+}
+
+
+def metric_axis_label(metric: str) -> str:
+    """The y-axis label of a metric's per-case plot, with its unit.
+
+    Examples
+    --------
+    >>> metric_axis_label("hd95")
+    'hd95 (mm; spacing units)'
+    """
+    if metric in DISTANCE_METRICS or metric.endswith("_hd95"):
+        return f"{metric} (mm; spacing units)"
+    if metric in _AXIS_LABELS:
+        return _AXIS_LABELS[metric]
+    if metric.startswith("betti_"):
+        return f"{metric} (features)"
+    return f"{metric} (unitless, 0–1)"
+
+
 def plot_comparison(results: Dict[str, Rows], cmp: dict, output_folder: str) -> Dict[str, List[str]]:
     """PNG plots per class: per-case distributions (box plot with the cases as points) of
     every metric per method, and a Dice-vs-clDice scatter when both are present. Returns the
@@ -490,10 +524,13 @@ def plot_comparison(results: Dict[str, Rows], cmp: dict, output_folder: str) -> 
             ax.set_xticks(range(1, len(methods) + 1))
             ax.set_xticklabels(methods, rotation=20, ha="right", fontsize=7)
             ax.set_title(f"{m} ({'higher' if METRICS[m] else 'lower'} is better)", fontsize=9)
+            ax.set_ylabel(metric_axis_label(m), fontsize=8)
         for ax in axes.ravel()[len(names):]:
             ax.axis("off")
         fig.suptitle(f"class {c}: per-case values", fontsize=10)
-        fig.tight_layout()
+        # keep the top band free for the figure title (tight_layout alone lets the first row's
+        # panel titles run into it)
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
         name = f"distributions_{_slug(c)}.png"
         fig.savefig(os.path.join(output_folder, name), dpi=100)
         plt.close(fig)

@@ -20,7 +20,7 @@ from ..inference.naming import is_uncertainty_map
 from ._common import STATUSES
 from .case import case_metrics, check_metric_names
 from .skeleton import SKELETON_STATUSES, check_skeleton_method
-from .stats import summarize
+from .stats import BOOTSTRAP_METHOD, summarize
 
 
 
@@ -159,12 +159,12 @@ def _list_cases(pred_folder: str, ref_folder: str, file_ending: str,
 
 def summarize_rows(rows: Sequence[Dict[str, object]], metrics: Sequence[str],
                    confidence: float = 0.95, n_resamples: int = 10000, seed: int = 0) -> dict:
-    """Per class and metric: mean, std, median, percentile-bootstrap CI and the empty counts;
+    """Per class and metric: mean, std, median, bootstrap CI and the empty counts;
     plus the same over the per-case mean across classes (``mean_over_classes``)."""
     classes = list(dict.fromkeys(r["class"] for r in rows))
     cases = list(dict.fromkeys(r["case"] for r in rows))
     out = {"n_cases": len(cases), "confidence": confidence, "bootstrap_resamples": n_resamples,
-           "bootstrap_method": "percentile", "classes": {}, "mean_over_classes": {}}
+           "bootstrap_method": BOOTSTRAP_METHOD, "classes": {}, "mean_over_classes": {}}
     table = {(r["case"], r["class"]): r for r in rows}
     for c in classes:
         cr = [table[(k, c)] for k in cases if (k, c) in table]

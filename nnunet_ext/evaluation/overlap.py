@@ -3,8 +3,16 @@
 Empty-mask conventions (also in docs/metrics.md): when both masks are empty every overlap metric
 is 1.0 (perfect agreement on "nothing there"); when exactly one is empty Dice and IoU are 0.0,
 precision is 0.0 if the prediction is the non-empty one and 1.0 otherwise (nothing predicted,
-nothing wrong), recall is 0.0 if the reference is the non-empty one and 1.0 otherwise. Use
+nothing wrong), and recall is 0.0 either way (an empty reference with a non-empty prediction
+recalls nothing; a non-empty reference with an empty prediction misses everything). Use
 :func:`nnunet_ext.evaluation.empty_status` to flag such cases.
+
+>>> import numpy as np
+>>> one, none = np.array([[1, 0]], bool), np.zeros((1, 2), bool)
+>>> [recall_score(p, r) for p, r in ((one, none), (none, one), (none, none))]
+[0.0, 0.0, 1.0]
+>>> [precision_score(p, r) for p, r in ((one, none), (none, one), (none, none))]
+[0.0, 1.0, 1.0]
 """
 from __future__ import annotations
 

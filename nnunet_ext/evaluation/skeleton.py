@@ -26,8 +26,8 @@ from scipy import ndimage
 from skimage.morphology import skeletonize
 
 from ._common import (
-    BOTH_EMPTY, OK, as_mask, check_pair, empty_status, harmonic_mean, inside_values,
-    nonzero_coordinates,
+    BOTH_EMPTY, OK, as_mask, bounding_box, check_pair, empty_status, harmonic_mean,
+    inside_values, nonzero_coordinates,
 )
 from ._prepared import PreparedMask, prepare_mask
 
@@ -46,6 +46,9 @@ _CELL = 64
 # jobs the merging is skipped (its cost grows with the square of the number of jobs).
 _CALL_COST = 1_000
 _MAX_MERGE = 2000
+# When the jobs of a mask would scan at least this fraction of its padded crop, the crop is
+# thinned in one call instead (a single large component whose box overlaps the others').
+_WHOLE_CROP_FRACTION = 0.9
 
 # skeleton status of a pair (CLDiceResult.skeleton_status)
 SKELETON_OK = "ok"
@@ -153,6 +156,10 @@ def _plan(prep: PreparedMask, mask_index: int) -> Tuple[List[_Job], np.ndarray]:
     from its 3x3(x3) neighbourhood, which never reaches into another component, and a component
     that stopped changing stays unchanged while others are still thinned.
     """
+    whole = int(np.prod(prep.crop.shape))
+    if prep.n_components > 1 and _dominant_box_volume(prep) >= _WHOLE_CROP_FRACTION * whole:
+        # decided before listing every component's box (0.2-0.3 s for thousands of components)
+        return [_whole_crop_job(prep, mask_index)], np.zeros((0, prep.ndim), np.int64)
     fixed = []
     singles, cells = [], {}
     for k, box in enumerate(ndimage.find_objects(prep.labels), start=1):
@@ -179,9 +186,31 @@ def _plan(prep: PreparedMask, mask_index: int) -> Tuple[List[_Job], np.ndarray]:
     boxes = [tuple(slice(s.start - 1, s.stop + 1) for s in box) for box, _ in singles]
     jobs = [_Job(mask_index, box, tuple(sorted(ks)), int(np.prod([s.stop - s.start for s in box])))
             for box, (_, ks) in zip(boxes, singles)]
+    if len(jobs) > 1 and sum(j.scan for j in jobs) >= _WHOLE_CROP_FRACTION * whole:
+        # the jobs together would scan about as much as the crop or more: one call instead
+        jobs = [_whole_crop_job(prep, mask_index)]
+        fixed = []
     coords = (np.concatenate(fixed) if fixed else np.zeros((0, prep.ndim), np.int64))
     coords = coords + np.asarray(prep.origin, dtype=np.int64)
     return jobs, coords
+
+
+def _dominant_box_volume(prep: PreparedMask) -> int:
+    """Volume of the padded bounding box of the mask's largest component (voxel count)."""
+    sizes = np.bincount(prep.labels.ravel(), minlength=prep.n_components + 1)
+    sizes[0] = 0
+    box = bounding_box(prep.labels == int(np.argmax(sizes)))
+    return int(np.prod([s.stop - s.start + 2 for s in box]))
+
+
+def _whole_crop_job(prep: PreparedMask, mask_index: int) -> _Job:
+    """One job thinning the whole padded crop: what scikit-image does with the whole array
+    (identical: the crop has a background layer around everything), for a mask whose largest
+    component (a vessel tree) spans the crop, where per-component boxes would overlap it and
+    scan more than the crop. All components are in it, the tiny ones too (they come back
+    unchanged). Never slower than the whole-array call; it cannot be split among processes."""
+    return _Job(mask_index, tuple(slice(0, n) for n in prep.crop.shape),
+                tuple(range(1, prep.n_components + 1)), int(np.prod(prep.crop.shape)))
 
 
 def _can_fork_workers() -> bool:

@@ -322,3 +322,63 @@ def normalized_surface_dice(pred, ref, spacing=None, tolerance: float = 1.0) -> 
     1.0
     """
     return surface_metrics(pred, ref, spacing=spacing, tolerance=tolerance).nsd
+
+
+def boundary_band_coordinates(prep: PreparedMask, distance: float = 1.0,
+                              spacing: Optional[Sequence[float]] = None) -> np.ndarray:
+    """Array coordinates (n, ndim) of the voxels of a prepared mask that lie closer than
+    ``distance`` to its border (:func:`border_mask`), distances between voxel centres in the
+    units of ``spacing`` (voxels when ``None``)."""
+    if prep.n_voxels == 0:
+        return np.zeros((0, prep.ndim), np.int64)
+    inner = tuple(slice(1, -1) for _ in range(prep.ndim))
+    border = _border_of_padded(prep.crop)
+    origin = tuple(o + 1 for o in prep.origin)
+    if distance <= 1.0 and (spacing is None or min(spacing) >= distance):
+        band = border  # no other voxel is closer than one voxel step
+    else:
+        from scipy import ndimage
+
+        # every border voxel lies in the mask's bounding box, so the transform over the box is
+        # the whole-array one
+        dt = ndimage.distance_transform_edt(~border, sampling=spacing)
+        band = prep.crop[inner] & (dt < distance)
+    return nonzero_coordinates(band, origin)
+
+
+def boundary_iou(pred, ref, distance: float = 1.0,
+                 spacing: Optional[Sequence[float]] = None) -> float:
+    """Boundary IoU (Cheng et al., CVPR 2021) as MetricsReloaded computes it.
+
+    ``|P_d ∩ R_d| / |P_d ∪ R_d|`` with ``X_d`` the voxels of mask X closer than ``distance`` to
+    X's border (the voxels removed by one 6-/4-neighbourhood erosion, the array's outside
+    counting as background). MetricsReloaded measures the distance in voxels (``spacing=None``,
+    default ``distance=1``: the border voxels themselves); pass ``spacing`` to measure it in
+    physical units.
+
+    Both masks empty → 1; exactly one empty → 0.
+
+    Examples
+    --------
+    >>> a = np.zeros((6, 6), bool); a[1:5, 1:5] = True
+    >>> b = np.zeros((6, 6), bool); b[1:5, 2:5] = True
+    >>> boundary_iou(a, b)   # borders: 12 and 10 pixels, 8 in common
+    0.5714285714285714
+    """
+    p, r = check_pair(pred, ref)
+    if distance <= 0:
+        raise ValueError(f"distance must be positive, got {distance}")
+    sp = None if spacing is None else check_spacing(spacing, p.ndim)
+    return boundary_iou_prepared(prepare_mask(p, labels=False), prepare_mask(r, labels=False),
+                                 distance, sp)
+
+
+def boundary_iou_prepared(pp: PreparedMask, pr: PreparedMask, distance: float = 1.0,
+                          spacing: Optional[Sequence[float]] = None) -> float:
+    """:func:`boundary_iou` of two prepared masks."""
+    if pp.n_voxels == 0 and pr.n_voxels == 0:
+        return 1.0
+    bp = np.ravel_multi_index(tuple(boundary_band_coordinates(pp, distance, spacing).T), pp.shape)
+    br = np.ravel_multi_index(tuple(boundary_band_coordinates(pr, distance, spacing).T), pr.shape)
+    inter = np.intersect1d(bp, br, assume_unique=True).size
+    return float(inter) / float(bp.size + br.size - inter)
