@@ -160,7 +160,7 @@ class Plateau(_WarmUpThen):
     """Reduce the learning rate by ``factor`` when ``metric`` stalls for ``patience`` epochs.
 
     ``metric`` is a metric expression over per-epoch values (``val_loss`` by default, see
-    :mod:`nnunet_ext.trainers.checkpoints`), ``mode`` ``"min"`` or ``"max"``. An improvement is a value
+    :mod:`nnunet_ext.metric_expressions`), ``mode`` ``"min"`` or ``"max"``. An improvement is a value
     better than ``best · (1 ∓ threshold)`` (PyTorch's relative threshold); after a reduction ``cooldown``
     epochs pass before stalls are counted again. Warm-up epochs are never counted.
     """

@@ -67,7 +67,8 @@ def test_resolution_fills_every_default_and_is_idempotent(tmp_path):
                                                 "cldice": {"expression": "cldice", "mode": "max"}}
     assert recipe["early_stopping"] == {"metric": "cldice", "patience": 4, "min_delta": 0.0}
     assert recipe["swa"] == {"start_epoch": 15, "every": 1, "lr": None, "bn_update_batches": 50}
-    assert recipe["lr_schedule"]["metric"] == "val_loss" and recipe["lr_schedule"]["mode"] == "min"
+    # reduce-on-plateau follows nnU-Net's own validation loss unless told otherwise (item 3 of issue 13)
+    assert recipe["lr_schedule"]["metric"] == "val_base_loss" and recipe["lr_schedule"]["mode"] == "min"
     assert resolve(recipe, "full", "again") == recipe
 
 
@@ -86,8 +87,8 @@ ERRORS = [
     ({"terms": {"cldice": {"weight": 1, "iterations": 3}}}, "terms.cldice.iterations: unknown key"),
     ({"terms": {"topology": 1}}, "terms.topology: unknown loss term 'topology'"),
     ({"terms": {"cldice": {"options": {"iters": 3}}}}, "terms.cldice.options.iters: unknown option of cldice"),
-    ({"terms": {"cldice": {"options": {"iterations": -1}}}}, "terms.cldice.options: cldice.iterations: expected 'auto', a non-negative integer"),
-    ({"terms": {"boundary": {"options": {"empty": "nan"}}}}, "terms.boundary.options: .*empty"),
+    ({"terms": {"cldice": {"options": {"iterations": -1}}}}, "terms.cldice.options.iterations: expected 'auto', an integer >= 0"),
+    ({"terms": {"boundary": {"options": {"empty": "nan"}}}}, "terms.boundary.options.empty: expected 'zero' or 'diagonal'"),
     ({"terms": {"base": 1}}, "terms.base: a term label"),
     ({"base_weight": -1}, "base_weight: negative weight"),
     ({"class_weights": [1, -2]}, r"class_weights.values\[1\]: must be >= 0"),
@@ -195,7 +196,7 @@ def test_extends_merges_terms_and_metrics_by_name(tmp_path, monkeypatch):
     recipe, _ = load_recipe("short")
     assert recipe["epochs"] == 12 and list(recipe["terms"]) == ["cldice"]
     assert recipe["terms"]["cldice"]["weight"]["value"] == 1.0 and recipe["checkpoints"]["every"] == 3
-    assert set(recipe["checkpoints"]["metrics"]) == {"val_loss", "dice", "cldice"}
+    assert set(recipe["checkpoints"]["metrics"]) == {"val_loss", "dice", "cldice", "masd"}
     write(tmp_path, "loop_a", {"extends": "loop_b"})
     write(tmp_path, "loop_b", {"extends": "loop_a"})
     with pytest.raises(RecipeError, match="extends: circular"):
@@ -227,6 +228,112 @@ def test_builtin_recipes_reproduce_the_seed_configurations():
     for name, dataset in [*((n, vessels) for n in minivess), ("vesuvius_focal_variance", surface),
                           ("brats_boundary", tumour)]:
         check_for_dataset(load_recipe(name)[0], dataset_info(dataset), name)
+
+
+def test_builtins_carry_the_studies_checkpoints_monusac_and_vesuvius_swa():
+    """Issue 13, item 10."""
+    for name in ("dice_ce", "cbdice", "dice_ce_cldice", "cbdice_cldice"):
+        metrics = load_recipe(name)[0]["checkpoints"]["metrics"]
+        # with checkpoint_final.pth: the six checkpoints of the MiniVess study
+        assert {n: (m["expression"], m["mode"]) for n, m in metrics.items()} == {
+            "val_loss": ("val_loss_ref", "min"), "dice": ("dice", "max"), "cldice": ("cldice", "max"),
+            "masd": ("masd", "min"), "topology": ("0.5 * (1 - min(masd, 50) / 50) + 0.5 * cldice", "max")}
+    monusac, _ = load_recipe("monusac_focal_dice")
+    assert monusac["base_loss"] == "dice" and set(monusac["terms"]) == {"focal"}
+    assert monusac["lr_schedule"] == {"type": "cosine", "min_lr": 0.0, "warmup_epochs": 10}
+    assert monusac["checkpoints"]["metrics"]["boundary_aware"] == {
+        "expression": "0.7 * dice_inside + 0.3 * dice_boundary", "mode": "max"}
+    ternary = {"labels": {"background": 0, "inside": 1, "boundary": 2, "ignore": 3}}
+    check_for_dataset(monusac, dataset_info(ternary), "monusac_focal_dice")
+    vesuvius, _ = load_recipe("vesuvius_focal_variance")
+    assert vesuvius["swa"] == {"start_epoch": 750, "every": 1, "lr": None, "bn_update_batches": 50}
+    # no built-in selects by a variable whose meaning moves with the weight schedules
+    from nnunet_ext.recipes import recipe_notes
+
+    for source in list_recipes()[0]:
+        assert recipe_notes(load_recipe(source.name)[0]) == [], source.name
+
+
+# ------------------------------------------------------------------ issue 13: selection that cannot silently go wrong
+@pytest.mark.parametrize("expression, mode", [("(masd_1 + masd_2) / 2", "min"), ("0.5 * masd", "min"),
+                                              ("val_loss + 0.1 * masd", "min"), ("-val_loss", "max"),
+                                              ("0.5 * (1 - min(masd, 50) / 50) + 0.5 * cldice", "max"),
+                                              ("median_masd_vessel", "min"), ("dice - val_loss", "max")])
+def test_direction_is_inferred_when_unambiguous(tmp_path, expression, mode):
+    """Item 1: these resolved to "max" before, except -val_loss and the compound."""
+    recipe = load_recipe_file(write(tmp_path, "m", {"checkpoints": {"metrics": {"m": expression}}}))
+    assert recipe["checkpoints"]["metrics"]["m"]["mode"] == mode
+
+
+@pytest.mark.parametrize("expression", ["dice + masd", "val_loss * dice", "abs(dice - 0.5)", "0 * dice"])
+def test_an_ambiguous_direction_needs_a_mode(tmp_path, expression):
+    """Item 1: no silent "max" for an expression whose direction cannot be told."""
+    path = write(tmp_path, "m", {"checkpoints": {"metrics": {"m": expression}}})
+    with pytest.raises(RecipeError, match=r"checkpoints.metrics.m.mode: the direction of .* is ambiguous"):
+        load_recipe_file(path)
+    given = load_recipe_file(write(tmp_path, "g", {"checkpoints": {"metrics": {"m": {"expression": expression,
+                                                                                      "mode": "min"}}}}))
+    assert given["checkpoints"]["metrics"]["m"]["mode"] == "min"
+
+
+@pytest.mark.parametrize("term, option, value, message", [
+    ("cldice", "iterations", 2.5, "expected 'auto', an integer >= 0"),
+    ("cldice", "iterations", True, "expected 'auto', an integer >= 0"),
+    ("cbdice", "iterations", [3, -1], "expected 'auto', an integer >= 0"),
+    ("cbdice", "iterations", "3", "expected 'auto', an integer >= 0"),
+    ("cldice", "smooth", "3", "expected a number > 0"),
+    ("skeleton_recall", "tube_radius", -1, "expected a number >= 0"),
+    ("skeleton_recall", "tube_radius", "2", "expected a number >= 0"),
+    ("skeleton_recall", "tube_shape", "cube", "expected 'ball' or 'authors'"),
+    ("cbdice", "formulation", "shi", "expected 'loader' or 'shi2024'"),
+    ("cbdice", "smooth", 0, "expected a number > 0 .*or null"),
+    ("hausdorff", "alpha", float("inf"), "expected a number > 0"),
+    ("focal", "gamma", -1, "expected a number >= 0"),
+    ("focal", "alpha", 1.5, r"expected a number in \[0, 1\] or a list"),
+    ("weighted_ce", "class_weights", [0, 0], r"expected a list of numbers >= 0 \(not all 0\)"),
+    ("weighted_dice", "smooth", None, "expected a number > 0"),
+])
+def test_every_term_option_has_a_type_and_range(tmp_path, term, option, value, message):
+    """Item 4: checked when the recipe is read (recipes check, and the trainer before any folder exists)."""
+    path = write(tmp_path, "bad", {"terms": {"t": {"loss": term, "options": {option: value}}}})
+    with pytest.raises(RecipeError, match=f"bad.json: terms.t.options.{option}: {message}"):
+        load_recipe_file(path)
+
+
+def test_every_catalogue_option_is_declared_and_its_default_passes():
+    from nnunet_ext.term_catalogue import OPTION_SPECS, TERM_OPTIONS, TermConfig, TermConfigError, check_option
+
+    for term, options in TERM_OPTIONS.items():
+        assert set(OPTION_SPECS[term]) == set(options)
+        for option, default in options.items():
+            assert check_option(term, option, default, "k") == default
+    with pytest.raises(TermConfigError, match="cldice.iterations: expected"):  # hand-written trainers too
+        TermConfig("cldice", 1.0, {"iterations": 2.5}).resolved_options()
+
+
+def test_a_function_name_is_not_a_variable(tmp_path):
+    """Item 5: "max" passed and then never wrote a checkpoint."""
+    with pytest.raises(RecipeError, match="checkpoints.metrics.m.expression: 'max' is a function, not a variable"):
+        load_recipe_file(write(tmp_path, "m", {"checkpoints": {"metrics": {"m": "max"}}}))
+    with pytest.raises(RecipeError, match="lr_schedule.metric: 'min' is a function"):
+        load_recipe_file(write(tmp_path, "p", {"lr_schedule": {"type": "plateau", "metric": "min + val_loss",
+                                                               "mode": "min"}}))
+
+
+def test_check_warns_about_schedule_dependent_selection_and_swa_after_early_stopping(tmp_path):
+    """Items 3 and 6: said by `recipes check` (and written to the training log)."""
+    from nnunet_ext.recipes import recipe_notes
+
+    recipe = load_recipe_file(write(tmp_path, "n", {
+        "epochs": 100, "terms": {"cldice": {"weight": {"type": "step", "epochs": [0, 50], "values": [0, 0.5]}},
+                                 "boundary": 0.1},
+        "checkpoints": {"metrics": {"val_loss": "val_loss", "dice": "dice"}},
+        "early_stopping": {"metric": "dice", "patience": 10}, "swa": {"start_epoch": 60}}))
+    notes = recipe_notes(recipe)
+    assert any(n.startswith("checkpoints.metrics.val_loss: val_loss is the loss at the epoch's weights, and the "
+                            "weights of cldice change") for n in notes)
+    assert any("val_loss leaves out boundary" in n for n in notes)
+    assert any(n.startswith("swa.start_epoch: early stopping (patience 10) can end the training before SWA") for n in notes)
 
 
 def test_differences_name_the_changed_keys():

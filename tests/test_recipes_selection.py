@@ -134,19 +134,28 @@ def test_best_trackers_pick_the_right_epochs_on_a_synthetic_stream():
 
 
 def test_min_delta_and_early_stopping_with_patience():
-    tracker, stopper = BestTracker("max", min_delta=0.01), EarlyStopping(patience=3)
-    stops = []
-    for epoch, value in enumerate([0.5, 0.6, 0.605, 0.61, 0.3, 0.6, 0.9]):
-        tracker.update(value, epoch)
-        stops.append(stopper.check(tracker, epoch))
-    # best at epoch 1 (0.605 and 0.61 are within min_delta of 0.6): stops at epoch 4 and stays stopped
+    stopper = EarlyStopping(patience=3, mode="max", min_delta=0.01)
+    stops = [stopper.update(value, epoch) for epoch, value in enumerate([0.5, 0.6, 0.605, 0.61, 0.3, 0.6, 0.9])]
+    # patience counts from epoch 1 (0.605 and 0.61 are within min_delta of 0.6): stops at epoch 4 and stays stopped
     assert stops == [False, False, False, False, True, True, True] and stopper.stopped_epoch == 4
-    every_other = EarlyStopping(patience=4)
-    tracker = BestTracker("min")
+    assert (stopper.reference, stopper.reference_epoch) == (0.6, 1)
+    every_other = EarlyStopping(patience=4, mode="min")
     for epoch in (1, 3, 5):  # metrics every 2 epochs: patience counts epochs, not evaluations
-        tracker.update(1.0 if epoch == 1 else 2.0, epoch)
-        stopped = every_other.check(tracker, epoch)
+        stopped = every_other.update(1.0 if epoch == 1 else 2.0, epoch)
     assert stopped and every_other.stopped_epoch == 5
+    restored = EarlyStopping(patience=3, mode="max", min_delta=0.01)
+    restored.load_state_dict(EarlyStopping(3, "max", 0.01, 0.6, 1, None).state_dict())
+    assert restored.update(0.605, 3) is False and restored.update(0.605, 4) is True
+
+
+def test_min_delta_does_not_change_the_best_epoch_only_when_patience_resets():
+    """Issue 13, item 2: dice 0.50, 0.54, 0.53, 0.52 with min_delta 0.05 kept epoch 0 as the best."""
+    tracker, stopper = BestTracker("max"), EarlyStopping(patience=3, mode="max", min_delta=0.05)
+    for epoch, value in enumerate([0.50, 0.54, 0.53, 0.52]):
+        tracker.update(value, epoch)
+        stopped = stopper.update(value, epoch)
+    assert (tracker.best, tracker.best_epoch) == (0.54, 1)  # any improvement moves the checkpoint
+    assert stopped and stopper.reference_epoch == 0  # 0.54 is not 0.05 better than 0.50: patience ran out
 
 
 def test_patch_metrics_skip_empty_patches_and_respect_the_ignore_mask():
@@ -230,3 +239,36 @@ def test_batch_norm_statistics_are_recomputed_for_averaged_weights():
     outputs = torch.cat([net[0](b) for b in batches]).detach()
     assert torch.allclose(net[1].running_mean, outputs.mean((0, 2, 3)), atol=1e-5)
     assert not net.training and net[1].momentum == 0.1
+
+
+def test_weight_average_keeps_one_copy_per_storage_on_the_cpu(tmp_path):
+    """Issue 13, item 6: nnU-Net's decoder reaches the encoder too (one tensor, several state-dict keys);
+    the average used to clone every key (≈ 3.25× the network) on the network's device."""
+    class Shared(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = torch.nn.Conv3d(1, 8, 3)
+            self.decoder = torch.nn.Module()
+            self.decoder.encoder = self.encoder
+            self.head = torch.nn.Conv3d(8, 2, 1)
+
+    net = Shared()
+    distinct = sum(p.numel() * p.element_size() for p in net.parameters())
+    average = WeightAverage(start_epoch=0)
+    for epoch in range(3):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.fill_(float(epoch))
+        average.update(net, epoch)
+    assert len(net.state_dict()) == 6 and len(average.average) == 4 and average.nbytes() == distinct
+    assert all(v.device.type == "cpu" for v in average.average.values())
+    full = average.full_state()
+    assert set(full) == set(net.state_dict()) and full["decoder.encoder.weight"] is full["encoder.weight"]
+    assert torch.allclose(full["head.weight"], torch.ones_like(net.head.weight))  # mean of 0, 1, 2
+    torch.save(average.state_dict(), tmp_path / "swa.pth")
+    assert (tmp_path / "swa.pth").stat().st_size < distinct + 4000
+    restored = WeightAverage(0)
+    restored.load_state_dict(torch.load(tmp_path / "swa.pth", weights_only=False))
+    fresh = Shared()
+    fresh.load_state_dict(restored.full_state())
+    assert torch.equal(fresh.encoder.weight, torch.ones_like(fresh.encoder.weight))

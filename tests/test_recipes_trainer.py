@@ -247,7 +247,7 @@ def test_checkpoint_selection_plateau_swa_and_early_stopping_on_a_synthetic_stre
         "checkpoints": {"every": 1, "metrics": {"val_loss": "val_loss", "dice_wall": "dice_wall",
                                                 "mix": "0.7 * dice_vessel + 0.3 * dice_2"}},
         "early_stopping": {"metric": "mix", "patience": 2},
-        "lr_schedule": {"type": "plateau", "factor": 0.5, "patience": 1, "threshold": 0.0},
+        "lr_schedule": {"type": "plateau", "metric": "val_loss", "factor": 0.5, "patience": 1, "threshold": 0.0},
         "swa": {"start_epoch": 1}}))
     trainer = make("Recipe_select")
     trainer.network = torch.nn.Conv3d(1, 3, 1)
@@ -273,7 +273,8 @@ def test_checkpoint_selection_plateau_swa_and_early_stopping_on_a_synthetic_stre
     assert rates[:4] == [0.01] * 4 and rates[4] == pytest.approx(0.005)
     assert trainer.swa.n_averaged == 4
     latest = torch.load(folder / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
-    assert latest[CHECKPOINT_KEY]["early_stopping"] == {"stopped_epoch": 4}
+    assert latest[CHECKPOINT_KEY]["early_stopping"] == {"reference": pytest.approx(0.41), "reference_epoch": 2,
+                                                        "stopped_epoch": 4}
     assert latest[CHECKPOINT_KEY]["lr_scheduler"]["plateau"]["scale"] == 0.5
 
 
@@ -322,3 +323,156 @@ def test_validation_patch_metrics_read_nnunets_targets_in_every_mode(env, labels
     trainer._add_patch_metrics(perfect, targets[0])
     assert all(v == 1.0 for values in trainer._patch_values["cldice"] for v in values)
     assert all(v == 0.0 for values in trainer._patch_values["masd"] for v in values)
+
+
+# ------------------------------------------------------------------ issue 13: selection that cannot silently go wrong
+def feed(trainer, epoch, val_loss, dice, network_value=None):
+    """One epoch of the trainer's own epoch end, from logged values (and network weights set to a value)."""
+    trainer.lr_scheduler.step(epoch)
+    if network_value is not None:
+        with torch.no_grad():
+            for p in trainer.network.parameters():
+                p.fill_(float(network_value))
+    for key, value in (("epoch_start_timestamps", 0.0), ("lrs", trainer.optimizer.param_groups[0]["lr"]),
+                       ("train_losses", 1.0), ("val_losses", val_loss), ("dice_per_class_or_region", dice),
+                       ("mean_fg_dice", float(np.mean(dice)))):
+        trainer.logger.log(key, value, epoch)
+    trainer.on_epoch_end()
+
+
+def ready(trainer):
+    trainer.network = torch.nn.Conv3d(1, 3, 1)
+    trainer.optimizer, trainer.lr_scheduler = trainer.configure_optimizers()
+    return trainer
+
+
+def saved_epoch(folder, name):
+    return torch.load(Path(folder) / f"checkpoint_best_{name}.pth", map_location="cpu",
+                      weights_only=False)["current_epoch"] - 1
+
+
+def test_min_delta_only_decides_when_to_stop_not_which_epoch_is_kept(env, tmp_path):
+    """Item 2: dice 0.50, 0.54, 0.53, 0.52 with min_delta 0.05 kept epoch 0."""
+    (tmp_path / "recipes" / "delta.json").write_text(json.dumps({
+        "epochs": 10, "save_every": 1, "checkpoints": {"metrics": {"dice": "dice"}},
+        "early_stopping": {"metric": "dice", "patience": 3, "min_delta": 0.05}}))
+    trainer = ready(make("Recipe_delta"))
+    for epoch, dice in enumerate([0.50, 0.54, 0.53, 0.52]):
+        feed(trainer, epoch, 1.0, [dice, dice])
+    assert saved_epoch(trainer.output_folder, "dice") == 1 and trainer.trackers["dice"].best == pytest.approx(0.54)
+    assert trainer.early_stopping.stopped_epoch == 3  # no gain of more than 0.05 since epoch 0
+
+
+def test_stable_selection_variables_do_not_move_with_the_weight_schedule(env, tmp_path):
+    """Item 3: the same network on the same batch at epochs 49 and 50 of a clDice curriculum; and item 7's
+    robust MASD aggregate."""
+    from test_topo_trainer_loss import make_batch
+
+    (tmp_path / "recipes" / "curriculum.json").write_text(json.dumps({
+        "epochs": 100, "terms": {"cldice": {"weight": {"type": "step", "epochs": [0, 50], "values": [0, 0.5]}}},
+        "checkpoints": {"metrics": {"robust": "median_masd", "mean": "masd"}}}))
+    trainer = make("Recipe_curriculum")
+    trainer.loss = trainer._build_loss()
+    logits, targets = make_batch(trainer, empty=False)
+
+    class Fixed(torch.nn.Module):
+        def forward(self, data):
+            return [x.clone() for x in logits]
+
+    trainer.network = Fixed()
+    assert trainer.reference_weights() == {"base": 1.0, "cldice": 0.5}
+    values = {}
+    for step, epoch in enumerate((49, 50)):
+        trainer.current_epoch = epoch
+        trainer.compound_loss().set_weights(trainer.loss_weights_at(epoch))
+        trainer.on_validation_epoch_start()
+        result = trainer.validation_step({"data": torch.zeros(2, 1, 1, 1, 1), "target": [t.clone() for t in targets]})
+        trainer._patch_values = {"masd": [[0.01, 0.02, 235.0], [1.0]]}  # one patch with an empty mask
+        for key, value in (("val_losses", float(result["loss"])), ("train_losses", 1.0), ("mean_fg_dice", 0.5),
+                           ("dice_per_class_or_region", [0.5, 0.5])):
+            trainer.logger.log(key, value, step)
+        values[epoch] = trainer.epoch_variables()
+    before, after = values[49], values[50]
+    assert before["val_loss"] == pytest.approx(before["val_base_loss"], rel=1e-5)  # cldice at weight 0 …
+    assert after["val_loss"] > before["val_loss"] + 0.1  # … then 0.5: nnU-Net's val_loss jumps
+    assert after["val_base_loss"] == pytest.approx(before["val_base_loss"], rel=1e-6)
+    assert after["val_loss_ref"] == pytest.approx(before["val_loss_ref"], rel=1e-6)
+    assert after["val_loss_ref"] == pytest.approx(after["val_loss"], rel=1e-5)  # at the final weights
+    assert before["masd_vessel"] == pytest.approx(235.03 / 3) and before["median_masd_vessel"] == 0.02
+    assert before["median_masd"] == pytest.approx((0.02 + 1.0) / 2)
+
+
+def test_bad_term_options_fail_before_nnunet_creates_a_folder(env, tmp_path):
+    """Item 4: tube_radius -1 used to fail inside the augmentation workers."""
+    (tmp_path / "recipes" / "tube.json").write_text(json.dumps({"terms": {"skeleton_recall": {
+        "options": {"tube_radius": -1}}}}))
+    with pytest.raises(RecipeError, match="tube.json: terms.skeleton_recall.options.tube_radius: expected a number"):
+        make("Recipe_tube")
+    assert not (tmp_path / "results").exists()
+
+
+def test_resume_restores_plateau_trackers_early_stopping_and_swa(env, tmp_path):
+    """Item 8: an interrupted and continued run equals the uninterrupted one in every piece of selection
+    state (the end-to-end test compares only pure functions of the epoch)."""
+    (tmp_path / "recipes" / "resume.json").write_text(json.dumps({
+        "epochs": 12, "save_every": 1,
+        "checkpoints": {"metrics": {"val_loss": "val_loss", "dice_wall": "dice_wall", "mix": "0.7 * dice_1 + 0.3 * dice_2"}},
+        "early_stopping": {"metric": "mix", "patience": 4, "min_delta": 0.05},
+        "lr_schedule": {"type": "plateau", "metric": "val_loss", "factor": 0.5, "patience": 1, "threshold": 0.0},
+        "swa": {"start_epoch": 1}}))
+    # every best and the early-stopping reference lie before the interruption, and later epochs would be new
+    # bests for state that was not restored
+    stream = [(1.0, [0.2, 0.1]), (0.6, [0.6, 0.5]), (0.8, [0.5, 0.3]), (0.9, [0.55, 0.4]), (0.95, [0.4, 0.45]),
+              (0.97, [0.58, 0.45])]
+    uninterrupted = ready(make("Recipe_resume", fold=0))
+    for epoch, (val_loss, dice) in enumerate(stream):
+        feed(uninterrupted, epoch, val_loss, dice, network_value=epoch)
+    interrupted = ready(make("Recipe_resume", fold=1))
+    for epoch, (val_loss, dice) in enumerate(stream[:3]):
+        feed(interrupted, epoch, val_loss, dice, network_value=epoch)
+    folder = Path(interrupted.output_folder)
+    best = torch.load(folder / "checkpoint_best_val_loss.pth", map_location="cpu", weights_only=False)
+    assert best[CHECKPOINT_KEY]["swa"]["average"] is None  # the SWA average is stored in latest/final only
+    continued = ready(make("Recipe_resume", fold=1))
+    continued.was_initialized = True
+    continued.load_checkpoint(str(folder / "checkpoint_latest.pth"))
+    assert continued.current_epoch == 3
+    for epoch, (val_loss, dice) in enumerate(stream[3:], start=3):
+        feed(continued, epoch, val_loss, dice, network_value=epoch)
+    a, b = uninterrupted, continued
+    assert {n: t.state_dict() for n, t in a.trackers.items()} == {n: t.state_dict() for n, t in b.trackers.items()}
+    assert a.early_stopping.state_dict() == b.early_stopping.state_dict()
+    assert a.lr_scheduler.state_dict() == b.lr_scheduler.state_dict()
+    assert a.lr_scheduler.state.scale < 1  # the plateau did act, across the interruption
+    assert a.early_stopping.stopped_epoch == 5 and a.trackers["mix"].best_epoch == 1
+    assert a.swa.n_averaged == b.swa.n_averaged == 5
+    assert all(torch.equal(a.swa.average[k], b.swa.average[k]) for k in a.swa.average)
+    for name in a.trackers:
+        assert saved_epoch(a.output_folder, name) == saved_epoch(b.output_folder, name), name
+
+
+def test_swa_that_never_started_is_said_in_the_log(env, tmp_path, monkeypatch):
+    """Item 6: early stopping before SWA's start leaves no checkpoint_swa.pth, and says so."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    monkeypatch.setattr(nnUNetTrainer, "on_train_end", lambda self: None)
+    trainer = ready(make())
+    trainer.early_stopping.stopped_epoch, trainer.current_epoch = 12, 13
+    trainer.on_train_end()
+    log = Path(trainer.log_file).read_text()
+    assert "SWA: no checkpoint_swa.pth: early stopping ended the training at epoch 12, before SWA's start epoch 30" in log
+    assert not (Path(trainer.output_folder) / "checkpoint_swa.pth").exists()
+
+
+def test_recipes_no_longer_import_the_trainers():
+    """Item 11: the term catalogue and metric expressions sit below recipes/ and trainers/."""
+    import subprocess
+    import sys
+
+    code = ("import sys, nnunet_ext.recipes, nnunet_ext.term_catalogue, nnunet_ext.metric_expressions; "
+            "print(sorted(m for m in sys.modules if m.startswith(('nnunet_ext.trainers', 'nnunetv2.training'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    from nnunet_ext.term_catalogue import TermConfig
+    from nnunet_ext.trainers.terms import TermConfig as ReExported
+    assert ReExported is TermConfig

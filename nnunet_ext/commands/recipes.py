@@ -143,7 +143,11 @@ def _check(args) -> int:
     except (RecipeError, OSError, RuntimeError, ValueError, KeyError) as error:
         print(f"error: {error.args[0] if isinstance(error, KeyError) and error.args else error}", file=sys.stderr)
         return 1
+    from nnunet_ext.recipes import recipe_notes
+
     print(f"OK: {origin} is a valid recipe; train it with -tr Recipe_{resolved['name']}")
+    for note in recipe_notes(resolved):
+        print(f"note: {note}")
     if found is None or Path(found.path).resolve() != Path(origin).resolve():
         print(f"note: nnUNetv2_train does not find this file under the name {resolved['name']!r}"
               + (f" (that name is {found.path})" if found is not None else "")

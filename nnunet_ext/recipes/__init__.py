@@ -15,8 +15,8 @@ from nnunet_ext.recipes.build import DatasetInfo, check_for_dataset, class_weigh
 from nnunet_ext.recipes.class_weights import auto_class_weights, describe_class_weights, label_fractions
 from nnunet_ext.recipes.loader import (BUILTIN_FOLDER, RECIPES_VARIABLE, RecipeSource, find_recipe, list_recipes,
                                        load_recipe, load_recipe_file)
-from nnunet_ext.recipes.schema import RECIPE_NAME, RecipeError, resolve
+from nnunet_ext.recipes.schema import RECIPE_NAME, RecipeError, recipe_notes, resolve
 
-__all__ = ["RecipeError", "resolve", "RECIPE_NAME", "load_recipe", "load_recipe_file", "find_recipe", "list_recipes",
+__all__ = ["RecipeError", "resolve", "recipe_notes", "RECIPE_NAME", "load_recipe", "load_recipe_file", "find_recipe", "list_recipes",
            "RecipeSource", "RECIPES_VARIABLE", "BUILTIN_FOLDER", "DatasetInfo", "dataset_info", "check_for_dataset",
            "term_configs", "class_weight_names", "auto_class_weights", "label_fractions", "describe_class_weights"]

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from nnunet_ext.lr_schedules import lr_schedule_from_spec
+from nnunet_ext.metric_expressions import MetricExpression, MetricExpressionError, metric_variables
 from nnunet_ext.recipes.schema import CLASS_WEIGHTS_REFERENCE, RecipeError
 from nnunet_ext.schedules import schedule_from_spec
-from nnunet_ext.trainers.checkpoints import MetricExpression, MetricExpressionError, metric_variables
-from nnunet_ext.trainers.terms import TermConfig, TermConfigError, TermContext, build_terms
+from nnunet_ext.term_catalogue import TermConfig, TermConfigError, TermContext, build_terms
 
 __all__ = ["DatasetInfo", "dataset_info", "check_for_dataset", "term_configs", "class_weight_names"]
 
@@ -70,7 +70,7 @@ def _expected_class_weights(info: DatasetInfo) -> int:
 
 
 def term_configs(recipe: Mapping[str, Any], info: DatasetInfo, class_weights: Sequence[float] | None) -> list[TermConfig]:
-    """The recipe's terms as :class:`~nnunet_ext.trainers.terms.TermConfig`, with the recipe's class weights
+    """The recipe's terms as :class:`~nnunet_ext.term_catalogue.TermConfig`, with the recipe's class weights
     put where a term option names them (weighted Dice takes the foreground entries only)."""
     configs = []
     for label, term in recipe["terms"].items():

@@ -18,11 +18,11 @@ from typing import Any, Mapping
 
 from nnunet_ext.lr_schedules import LRScheduleError, lr_schedule_from_spec
 from nnunet_ext.schedules import ScheduleError, check_schedule, schedule_from_spec
-from nnunet_ext.trainers.checkpoints import MetricExpression, MetricExpressionError, default_mode
-from nnunet_ext.trainers.terms import TERM_OPTIONS
+from nnunet_ext.metric_expressions import SCHEDULE_DEPENDENT, MetricExpression, MetricExpressionError, infer_mode
+from nnunet_ext.term_catalogue import CLASS_WEIGHTS_REFERENCE, OPTION_SPECS, TERM_OPTIONS, TermConfigError, check_option
 
 __all__ = ["RecipeError", "resolve", "RECIPE_NAME", "CLASS_WEIGHT_OPTIONS", "CLASS_WEIGHTS_REFERENCE",
-           "TOP_LEVEL_KEYS", "OPTIMIZER_DEFAULTS"]
+           "TOP_LEVEL_KEYS", "OPTIMIZER_DEFAULTS", "recipe_notes", "PLATEAU_DEFAULT_METRIC"]
 
 #: a recipe name: letters and digits in groups joined by single underscores (no "__": nnU-Net splits its
 #: results folder names ``<trainer>__<plans>__<configuration>`` on double underscores)
@@ -30,8 +30,11 @@ RECIPE_NAME = re.compile(r"^[A-Za-z0-9]+(?:_[A-Za-z0-9]+)*$")
 _LABEL = re.compile(r"^[A-Za-z0-9_]+$")
 
 #: term options that may take the recipe's class weights by naming them
-CLASS_WEIGHT_OPTIONS = {("weighted_ce", "class_weights"), ("weighted_dice", "class_weights"), ("focal", "alpha")}
-CLASS_WEIGHTS_REFERENCE = "class_weights"
+CLASS_WEIGHT_OPTIONS = {(term, option) for term, options in OPTION_SPECS.items() for option, spec in options.items()
+                        if spec.class_weights}
+#: what reduce-on-plateau follows unless the recipe says otherwise: nnU-Net's own validation loss, which
+#: means the same at every epoch (``val_loss`` moves with the loss-weight schedules)
+PLATEAU_DEFAULT_METRIC = "val_base_loss"
 
 #: every optimizer with its fields and defaults (sgd: nnU-Net's own settings)
 OPTIMIZER_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -134,7 +137,12 @@ def _terms(spec: Any, source: str, epochs: int, has_class_weights: bool) -> dict
             if option not in TERM_OPTIONS[loss]:
                 raise RecipeError(source, f"{key}.options.{option}",
                                   f"unknown option of {loss}; it takes {sorted(TERM_OPTIONS[loss]) or 'no options'}")
-            if value == CLASS_WEIGHTS_REFERENCE:
+            if value != CLASS_WEIGHTS_REFERENCE:
+                try:
+                    check_option(loss, option, value, f"{key}.options.{option}")
+                except TermConfigError as error:
+                    raise RecipeError(source, "", str(error)) from None
+            else:
                 if (loss, option) not in CLASS_WEIGHT_OPTIONS:
                     raise RecipeError(source, f"{key}.options.{option}", "only weighted_ce.class_weights, "
                                       "weighted_dice.class_weights and focal.alpha can take the recipe's class weights")
@@ -151,9 +159,9 @@ def _terms(spec: Any, source: str, epochs: int, has_class_weights: bool) -> dict
 
 
 def _probe_term(label: str, term: Mapping[str, Any], source: str) -> None:
-    """Build the term once, for a dataset shaped to fit its own class-weight lists, to check option
-    values (types, ranges) without knowing the dataset."""
-    from nnunet_ext.trainers.terms import TermConfig, TermConfigError, TermContext, build_terms
+    """Build the term once, for a dataset shaped to fit its own class-weight lists, to check what the
+    declared option types and ranges cannot (combinations) without knowing the dataset."""
+    from nnunet_ext.term_catalogue import TermConfig, TermContext, build_terms
 
     options = {k: (None if v == CLASS_WEIGHTS_REFERENCE else v) for k, v in term["options"].items()}
     n_foreground = 1
@@ -223,7 +231,11 @@ def _checkpoints(spec: Any, source: str, epochs: int) -> dict:
             MetricExpression.parse(expression, f"{key}.expression")
         except MetricExpressionError as error:
             raise RecipeError(source, "", str(error)) from None
-        mode = metric.get("mode", default_mode(expression))
+        mode = metric.get("mode", infer_mode(expression))
+        if mode is None:
+            raise RecipeError(source, f"{key}.mode", f"the direction of {expression!r} is ambiguous (its variables "
+                              f"do not all push it one way, or it is not monotone in them): set \"mode\": \"max\" "
+                              f"(higher is better) or \"min\"")
         if mode not in ("min", "max"):
             raise RecipeError(source, f"{key}.mode", f"expected 'min' or 'max', got {mode!r}")
         resolved[name] = {"expression": expression.strip(), "mode": mode}
@@ -234,6 +246,8 @@ def _early_stopping(spec: Any, source: str, metrics: Mapping[str, Any], epochs: 
     if spec is None:
         return None
     _keys(spec, "early_stopping", {"metric", "patience", "min_delta"}, source)
+    if not isinstance(metrics, Mapping):
+        metrics = {}
     metric = spec.get("metric")
     if metric not in metrics:
         raise RecipeError(source, "early_stopping.metric", f"must name one of checkpoints.metrics "
@@ -294,12 +308,19 @@ def resolve(raw: Mapping[str, Any], name: str, source: str) -> dict:
     class_weights = _class_weights(raw.get("class_weights"), source)
     checkpoints = _checkpoints(raw.get("checkpoints"), source, epochs)
     try:
-        lr_schedule = lr_schedule_from_spec(raw.get("lr_schedule"), "lr_schedule", epochs).to_spec()
+        raw_schedule = raw.get("lr_schedule")
+        if isinstance(raw_schedule, Mapping) and raw_schedule.get("type") == "plateau" and "metric" not in raw_schedule:
+            raw_schedule = {**raw_schedule, "metric": PLATEAU_DEFAULT_METRIC}
+        lr_schedule = lr_schedule_from_spec(raw_schedule, "lr_schedule", epochs).to_spec()
         if lr_schedule["type"] == "plateau":
             key = "lr_schedule.metric"
             MetricExpression.parse(lr_schedule["metric"], key)
-            if "mode" not in (raw.get("lr_schedule") or {}):
-                lr_schedule["mode"] = default_mode(lr_schedule["metric"])
+            if "mode" not in (raw_schedule or {}):
+                mode = infer_mode(lr_schedule["metric"])
+                if mode is None:
+                    raise RecipeError(source, "lr_schedule.mode", f"the direction of {lr_schedule['metric']!r} is "
+                                      f"ambiguous: set \"mode\": \"min\" or \"max\"")
+                lr_schedule["mode"] = mode
     except (LRScheduleError, MetricExpressionError) as error:
         raise RecipeError(source, "", str(error)) from None
     return {
@@ -319,3 +340,49 @@ def resolve(raw: Mapping[str, Any], name: str, source: str) -> dict:
         "early_stopping": _early_stopping(raw.get("early_stopping"), source, checkpoints["metrics"], epochs),
         "swa": _swa(raw.get("swa"), source, epochs),
     }
+
+
+def _weights_change(recipe: Mapping[str, Any]) -> list[str]:
+    """Labels of the weights (``base`` and terms) that change during the training."""
+    changing = []
+    for label, spec in [("base", recipe["base_weight"])] + [(k, t["weight"]) for k, t in recipe["terms"].items()]:
+        schedule = schedule_from_spec(spec, label)
+        if len({schedule(e) for e in range(recipe["epochs"])}) > 1:
+            changing.append(label)
+    return changing
+
+
+def recipe_notes(recipe: Mapping[str, Any]) -> list[str]:
+    """Warnings about a valid resolved recipe: selection that may not mean what it seems (printed by
+    ``recipes check`` and written to the training log)."""
+    from nnunet_ext.term_catalogue import needs_auxiliary_target
+
+    notes = []
+    changing = _weights_change(recipe)
+    followed = [(f"checkpoints.metrics.{n}", m["expression"]) for n, m in recipe["checkpoints"]["metrics"].items()]
+    if recipe["lr_schedule"]["type"] == "plateau":
+        followed.append(("lr_schedule.metric", recipe["lr_schedule"]["metric"]))
+    for key, expression in followed:
+        variables = MetricExpression.parse(expression, key).variables
+        moving = sorted(v for v in variables if v in SCHEDULE_DEPENDENT)
+        if moving and changing:
+            notes.append(f"{key}: {', '.join(moving)} is the loss at the epoch's weights, and the weights of "
+                         f"{', '.join(changing)} change during training, so its values are not comparable across "
+                         f"epochs; val_base_loss (nnU-Net's loss alone) and val_loss_ref (the loss at the final "
+                         f"weights) mean the same at every epoch")
+        auxiliary = [k for k, t in recipe["terms"].items() if needs_auxiliary_target(t["loss"])]
+        if "val_loss" in variables and auxiliary:
+            notes.append(f"{key}: val_loss leaves out {', '.join(auxiliary)} (their auxiliary targets exist for "
+                         f"training batches only), train_loss includes them")
+    for name, metric in recipe["checkpoints"]["metrics"].items():
+        inferred = infer_mode(metric["expression"])
+        if inferred is not None and inferred != metric["mode"]:
+            notes.append(f"checkpoints.metrics.{name}.mode: {metric['mode']!r} keeps the epoch where "
+                         f"{metric['expression']!r} is {'lowest' if metric['mode'] == 'min' else 'highest'}, the "
+                         f"opposite of what its variables suggest ({inferred!r})")
+    swa, stopping = recipe["swa"], recipe["early_stopping"]
+    if swa is not None and stopping is not None and stopping["patience"] <= swa["start_epoch"]:
+        notes.append(f"swa.start_epoch: early stopping (patience {stopping['patience']}) can end the training "
+                     f"before SWA starts at epoch {swa['start_epoch']}; checkpoint_swa.pth is then not written "
+                     f"(the training log says so)")
+    return notes
