@@ -26,6 +26,8 @@ COMMAND_MODULES = (
     "nnunet_ext.commands.postprocess",
     "nnunet_ext.commands.recipes",
     "nnunet_ext.commands.predict",
+    "nnunet_ext.commands.study",
+    "nnunet_ext.commands.validate",
 )
 
 
