@@ -1,15 +1,21 @@
-"""The demo: stock nnU-Net against TopoTrainer on a synthetic MiniVess-like dataset, end to end.
+"""The demo: stock nnU-Net against the flagship pipeline on a synthetic MiniVess-like dataset, end to end.
 
-Everything runs through the stock nnU-Net commands (``nnUNetv2_plan_and_preprocess``,
-``nnUNetv2_train``, ``nnUNetv2_predict`` with its default mirroring TTA) in a working folder that holds
-``nnUNet_raw``, ``nnUNet_preprocessed``, ``nnUNet_results``, the predictions, the logs and the results
-table, all left in place for inspection.
+The flagship pipeline is TopoTrainer followed by connectivity-aware post-processing (hysteresis thresholds,
+bridging of gaps between component end points through the saved probabilities) chosen on the fold's
+validation predictions by ``nnunet-ext postprocess determine --metric topology``. Everything runs through
+the stock nnU-Net commands (``nnUNetv2_plan_and_preprocess``, ``nnUNetv2_train --npz``, ``nnUNetv2_predict``
+with its default mirroring TTA and ``--save_probabilities``) in a working folder that holds ``nnUNet_raw``,
+``nnUNet_preprocessed``, ``nnUNet_results``, the predictions, the logs and the results table, all left in
+place for inspection. The table reports Dice, clDice and the Betti-0 error (wrong number of connected
+components per case) of stock nnU-Net, TopoTrainer, and TopoTrainer + post-processing.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +25,8 @@ from nnunet_ext.nnunet_commands import run_nnunet
 
 DEMO_DATASET_ID = 950
 DEMO_MARKER = ".nnunet_ext_demo"
+#: metric key in the evaluation summary → column title
+METRICS = {"dice": "Dice", "cldice": "clDice", "betti_0_error": "Betti-0 error"}
 
 
 @dataclass(frozen=True)
@@ -85,7 +93,7 @@ def run_demo(settings: DemoSettings) -> dict:
     env = _environment(workdir)
     logs = workdir / "logs"
     did = settings.dataset_id
-    total = 3 + 2 * len(settings.trainers)
+    total = 4 + 2 * len(settings.trainers)
     started = time.perf_counter()
 
     _step(1, total, f"writing a synthetic vessel dataset ({settings.n_train} training + {settings.n_test} test "
@@ -99,24 +107,37 @@ def run_demo(settings: DemoSettings) -> dict:
                logs / "plan_and_preprocess.log", env)
 
     step = 2
+    predictions = workdir / "predictions"
     for trainer in settings.trainers:
         step += 1
-        _step(step, total, f"nnUNetv2_train {did} 3d_fullres 0 -tr {trainer} -device {settings.device}")
-        run_nnunet(["nnUNetv2_train", did, "3d_fullres", 0, "-tr", trainer, "-device", settings.device],
+        _step(step, total, f"nnUNetv2_train {did} 3d_fullres 0 -tr {trainer} -device {settings.device} --npz")
+        run_nnunet(["nnUNetv2_train", did, "3d_fullres", 0, "-tr", trainer, "-device", settings.device, "--npz"],
                    logs / f"train_{trainer}.log", env)
         step += 1
         _step(step, total, f"nnUNetv2_predict with mirroring TTA → predictions/{trainer}")
-        run_nnunet(["nnUNetv2_predict", "-i", dataset / "imagesTs", "-o", workdir / "predictions" / trainer,
-                    "-d", did, "-c", "3d_fullres", "-f", 0, "-tr", trainer, "-device", settings.device],
+        run_nnunet(["nnUNetv2_predict", "-i", dataset / "imagesTs", "-o", predictions / trainer, "-d", did,
+                    "-c", "3d_fullres", "-f", 0, "-tr", trainer, "-device", settings.device, "--save_probabilities"],
                    logs / f"predict_{trainer}.log", env)
 
-    _step(total, total, "evaluating the test predictions (Dice, clDice) against labelsTs")
+    flagship = settings.trainers[1]
+    step += 1
+    _step(step, total, f"nnunet-ext postprocess determine --metric topology on {flagship}'s validation predictions, "
+                       f"then postprocess apply → predictions/{flagship}+pp")
+    results_folder = Path(env["nnUNet_results"]) / dataset.name / f"{flagship}__nnUNetPlans__3d_fullres"
+    _run_ours(["postprocess", "determine", results_folder, "--metric", "topology", "-f", "0"],
+              logs / "postprocess_determine.log", env)
+    _run_ours(["postprocess", "apply", "-i", predictions / flagship, "-o", predictions / f"{flagship}+pp",
+               "-pp", results_folder / "postprocessing_ext" / "pipeline.json"], logs / "postprocess_apply.log", env)
+    chosen = json.loads((results_folder / "postprocessing_ext" / "pipeline.json").read_text()).get("steps", [])
+    print(f"  chosen steps: {', '.join(step_['op'] for step_ in chosen) or 'none (nothing improved the objective)'}")
+
+    _step(total, total, "evaluating the test predictions (Dice, clDice, Betti-0 error) against labelsTs")
     results = {}
-    for trainer in settings.trainers:
-        _, summary = evaluate_folders(str(workdir / "predictions" / trainer), str(dataset / "labelsTs"),
-                                      str(dataset / "dataset.json"), output_folder=str(workdir / "evaluation" / trainer),
-                                      metrics=["dice", "cldice"], n_resamples=1000, progress=False)
-        results[trainer] = {m: summary["mean_over_classes"][m] for m in ("dice", "cldice")}
+    for name in (*settings.trainers, f"{flagship}+pp"):
+        _, summary = evaluate_folders(str(predictions / name), str(dataset / "labelsTs"), str(dataset / "dataset.json"),
+                                      output_folder=str(workdir / "evaluation" / name), metrics=list(METRICS),
+                                      n_resamples=1000, progress=False)
+        results[name] = {m: summary["mean_over_classes"][m] for m in METRICS}
     (workdir / "results.json").write_text(json.dumps(results, indent=2))
     print(format_table(results, settings))
     print(f"\nDone in {time.perf_counter() - started:.0f} s. Everything is in {workdir}:")
@@ -125,11 +146,23 @@ def run_demo(settings: DemoSettings) -> dict:
     return results
 
 
+def _run_ours(args, log_file: Path, env: dict) -> None:
+    """``nnunet-ext ARGS`` in a subprocess, its output in ``log_file``; the log's tail on failure."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "w") as log:
+        done = subprocess.run([sys.executable, "-m", "nnunet_ext.cli", *map(str, args)], env=env, stdout=log,
+                              stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        tail = "".join(log_file.read_text().splitlines(keepends=True)[-15:])
+        raise RuntimeError(f"nnunet-ext {' '.join(map(str, args[:2]))} failed (log: {log_file}):\n{tail}")
+
+
 def format_table(results: dict, settings: DemoSettings) -> str:
     lines = [f"\nTest set ({settings.n_test} volumes), {settings.epochs} epochs × {settings.iterations} iterations, "
-             f"mean [95% bootstrap CI]:",
-             f"{'trainer':<36} {'Dice':>22} {'clDice':>22}"]
+             f"mean [95% bootstrap CI]; Betti-0 error = |components predicted − components in the reference| "
+             f"per case (lower is better):",
+             f"{'':<39}" + "".join(f"{METRICS[m]:>24}" for m in METRICS)]
     for trainer, metrics in results.items():
-        cells = [f"{m['mean']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]" for m in (metrics["dice"], metrics["cldice"])]
-        lines.append(f"{trainer:<36} {cells[0]:>22} {cells[1]:>22}")
+        cells = [f"{metrics[m]['mean']:.3f} [{metrics[m]['ci_low']:.3f}, {metrics[m]['ci_high']:.3f}]" for m in METRICS]
+        lines.append(f"{trainer:<39}" + "".join(f"{c:>24}" for c in cells))
     return "\n".join(lines)

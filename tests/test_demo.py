@@ -44,10 +44,14 @@ def test_tiny_demo_runs_end_to_end_and_writes_the_table(tmp_path, capsys, monkey
                             shape=(16, 32, 32), dataset_id=951)
     results = run_demo(settings)
     out = capsys.readouterr().out
-    assert set(results) == set(settings.trainers)
+    flagship = settings.trainers[1] + "+pp"
+    assert set(results) == {*settings.trainers, flagship}
     for trainer, metrics in results.items():
         assert 0.0 <= metrics["dice"]["mean"] <= 1.0 and 0.0 <= metrics["cldice"]["mean"] <= 1.0
+        assert metrics["betti_0_error"]["mean"] >= 0
         assert trainer in out
         assert (tmp_path / "demo" / "predictions" / trainer / "tubes_005.nii.gz").is_file()
+    results_folder = next((tmp_path / "demo" / "nnUNet_results").glob(f"*/{settings.trainers[1]}__*"))
+    assert (results_folder / "postprocessing_ext" / "pipeline.json").is_file()  # chosen on fold 0's validation
     assert json.loads((tmp_path / "demo" / "results.json").read_text()) == json.loads(json.dumps(results))
-    assert "[7/7]" in out and "Dice" in out and "clDice" in out
+    assert "[8/8]" in out and "Dice" in out and "clDice" in out and "Betti-0 error" in out
