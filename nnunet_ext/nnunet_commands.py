@@ -50,4 +50,4 @@ def run_nnunet(args: Sequence[str], log_file: str | os.PathLike, env: dict | Non
         status = process.wait()
     if status != 0:
         tail = "".join(log_file.read_text().splitlines(keepends=True)[-30:])
-        raise NnUNetCommandError(f"{' '.join(args)} failed with exit status {status}; full log: {log_file}\n{tail}")
+        raise NnUNetCommandError(f"{' '.join(map(str, args))} failed with exit status {status}; full log: {log_file}\n{tail}")

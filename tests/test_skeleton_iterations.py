@@ -213,3 +213,24 @@ def test_topo_trainer_builds_its_clDice_term_with_the_chosen_counts(tmp_path, mo
         else json.loads(next(tmp_path.rglob(module.FILE_NAME)).read_text())
     assert isinstance(cldice.iterations, tuple) and list(cldice.iterations) == stored["iterations"]
     assert len(cldice.iterations) == len(trainer._get_deep_supervision_scales())
+
+
+def test_a_2d_configuration_measures_the_slices_of_nnunets_3d_label_maps(tmp_path, monkeypatch):
+    """nnU-Net keeps label maps 3D (one slice for a 2D dataset, all slices of a 3D one in its 2d
+    configuration) while the 2D network's scales have two entries: this crashed every 2d training."""
+    disk = tube(5.0)[:, :, 10]  # a 2D disk of radius 5
+    volume = np.stack([disk * 0, disk, disk]).astype(np.int16)  # (Z, Y, X), one empty slice
+
+    def segmentations(trainer, max_cases):
+        yield disk[None].astype(np.int16)  # a 2D dataset: one slice
+        yield volume
+
+    monkeypatch.setattr(module, "_training_segmentations", segmentations)
+    monkeypatch.delenv(module.ENVIRONMENT_VARIABLE, raising=False)
+    trainer = FakeTrainer(tmp_path, scales=([1, 1], [0.5, 0.5]))
+    trainer.configuration_manager.patch_size = (32, 32)
+    levels = resolve_skeleton_iterations(trainer, "auto")
+    record = json.loads((tmp_path / module.FILE_NAME).read_text())
+    assert record["cases"] == 3  # the 2D case and the two non-empty slices
+    depth = int(np.bincount(ridge_depths(disk)).argmax())
+    assert levels[0] == depth and levels[0] > levels[1] >= 1

@@ -118,6 +118,17 @@ def _training_segmentations(trainer, max_cases: int):
         yield np.asarray(dataset.load_case(key)[1][:])[0]
 
 
+def network_inputs(segmentations, dims: int):
+    """The label maps as the network sees them: a 2D configuration trains on single slices (nnU-Net keeps
+    its label maps 3D, ``(Z, Y, X)``, one slice for a 2D dataset), so each slice is measured on its own;
+    a 3D configuration gets the volumes as they are."""
+    for seg in segmentations:
+        if dims == 2 and seg.ndim == 3:
+            yield from (seg[z] for z in range(seg.shape[0]) if seg[z].any())
+        else:
+            yield seg
+
+
 def _level_scales(trainer) -> list[list[float]]:
     dims = len(trainer.configuration_manager.patch_size)
     scales = trainer._get_deep_supervision_scales()
@@ -157,14 +168,16 @@ def resolve_skeleton_iterations(trainer, requested=AUTO) -> tuple[int, ...]:
     lm = trainer.label_manager
     classes = list(lm.foreground_regions) if lm.has_regions else list(lm.foreground_labels)
     start = time.perf_counter()
-    record = derive_iterations(_training_segmentations(trainer, MAX_CASES), classes, lm.has_regions,
+    dims = len(trainer.configuration_manager.patch_size)
+    record = derive_iterations(network_inputs(_training_segmentations(trainer, MAX_CASES), dims), classes,
+                               lm.has_regions,
                                _level_scales(trainer))
     record["seconds"] = round(time.perf_counter() - start, 2)
     levels = tuple(record["iterations"])
     trainer.print_to_log_file(
         f"soft-skeleton iterations per deep-supervision level: {list(levels)} — the {record['percentile']:g}th "
         f"percentile of the structure half-widths (city-block depth along the medial ridge) in "
-        f"{record['cases']} training cases of fold {trainer.fold}, capped at {record['maximum']} "
+        f"{record['cases']} training label maps (cases; slices for 2D) of fold {trainer.fold}, capped at {record['maximum']} "
         f"({record['seconds']:.1f} s; override with {ENVIRONMENT_VARIABLE}=N or N1,N2,…)")
     if trainer.local_rank == 0:
         record_path.parent.mkdir(parents=True, exist_ok=True)
