@@ -7,7 +7,6 @@ its mean over cases (``summary["classes"][<region>][<column>]["mean"]``).
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Dict, List, Optional, Tuple
 
@@ -20,7 +19,7 @@ from .challenges import (
 )
 from .folder import (
     EVALUATION_OUTPUTS, _ignore_label, _list_cases, _read, check_output_folder, load_dataset_json,
-    summarize_rows, write_rows_csv,
+    summarize_rows, write_evaluation_outputs,
 )
 
 
@@ -108,13 +107,6 @@ def evaluate_challenge_folders(
                            "brats_subchallenge": brats_subchallenge
                            if challenge.startswith("brats") else None,
                            "ignore_label": ignore}
-    if not write:
-        return rows, summary
-    os.makedirs(out, exist_ok=True)
-    csv_path, json_path = (os.path.join(out, n) for n in EVALUATION_OUTPUTS)
-    write_rows_csv(rows, csv_path + ".partial")
-    with open(json_path + ".partial", "w") as fh:
-        json.dump(summary, fh, indent=2)
-    os.replace(csv_path + ".partial", csv_path)
-    os.replace(json_path + ".partial", json_path)
+    if write:
+        write_evaluation_outputs(rows, summary, out)
     return rows, summary

@@ -279,8 +279,13 @@ def evaluate_folders(
                            "empty_distance": "array diagonal" if empty_distance is None else empty_distance,
                            "ignore_label": ignore,
                            "classes": {n: list(v) for n, v in classes}}
-    if not write:
-        return rows, summary
+    if write:
+        write_evaluation_outputs(rows, summary, out)
+    return rows, summary
+
+
+def write_evaluation_outputs(rows, summary: dict, out: str) -> None:
+    """The per-case CSV and the summary JSON into ``out``, each written whole or not at all."""
     os.makedirs(out, exist_ok=True)
     csv_path, json_path = (os.path.join(out, n) for n in EVALUATION_OUTPUTS)
     write_rows_csv(rows, csv_path + ".partial")
@@ -288,7 +293,6 @@ def evaluate_folders(
         json.dump(summary, f, indent=2)
     os.replace(csv_path + ".partial", csv_path)
     os.replace(json_path + ".partial", json_path)
-    return rows, summary
 
 
 EVALUATION_OUTPUTS = ("metrics_per_case.csv", "metrics_summary.json")
