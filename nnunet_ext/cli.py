@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "nnunet_ext.commands.predict",
     "nnunet_ext.commands.study",
     "nnunet_ext.commands.validate",
+    "nnunet_ext.commands.train",
 )
 
 

@@ -66,6 +66,8 @@ def _write_study(tmp_path: Path, raw: dict) -> Path:
     (_minimal(trainers=["Bad__Name"]), "trainers[0]"),
     (_minimal(trainers=[], recipes=[]), "trainers"),
     (_minimal(test={"labels": "x"}), "test.images"),
+    (_minimal(seed=-1), "seed"),
+    (_minimal(seed="7"), "seed"),
 ])
 def test_study_file_errors_name_the_key(raw, key):
     with pytest.raises(StudyError) as error:
@@ -188,6 +190,62 @@ def test_graph_dependencies(tmp_path):
     assert dependents(prepared.jobs, "train/TopoTrainer/2d/fold_0") >= {"best", "ensemble/mix", "predict/TopoTrainer/2d",
                                                                        "evaluate/ensemble_mix"}
     assert "report" not in dependents(prepared.jobs, "train/TopoTrainer/2d/fold_0")
+
+
+def test_a_seeded_study_trains_through_the_seeded_entry_point_with_the_same_arguments(tmp_path):
+    from nnunet_ext.study.runner import prepare
+
+    env = _env(tmp_path)
+    plain = {j.id: j for j in prepare(str(_write_study(tmp_path, _minimal())), env=env).jobs}
+    seeded = {j.id: j for j in prepare(str(_write_study(tmp_path, _minimal(seed=3))), env=env).jobs}
+    assert plain.keys() == seeded.keys()
+    for job_id, job in plain.items():
+        if job.kind != "train":
+            assert seeded[job_id].argv == job.argv
+            continue
+        assert job.argv[0] == "nnUNetv2_train"
+        assert seeded[job_id].argv == ("nnunet-ext", "train", "--seed", "3", *job.argv[1:])
+        assert seeded[job_id].continue_if == job.continue_if  # --c / --val are appended the same way
+
+
+def test_the_train_command_seeds_then_hands_nnunet_its_arguments(monkeypatch):
+    import random
+
+    import numpy as np
+    import nnunetv2.run.run_training as run_training
+    import torch
+
+    from nnunet_ext.cli import main
+
+    seen = {}
+
+    def fake_entry():
+        seen["argv"] = list(sys.argv)
+        seen["draws"] = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+
+    monkeypatch.setattr(run_training, "run_training_entry", fake_entry)
+    assert main(["train", "--seed", "5", "990", "3d_fullres", "0", "-tr", "TopoTrainer", "--c"]) == 0
+    first = seen.pop("draws")
+    assert seen["argv"] == ["nnUNetv2_train", "990", "3d_fullres", "0", "-tr", "TopoTrainer", "--c"]
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    assert main(["train", "--seed", "5", "990", "3d_fullres", "0"]) == 0
+    assert seen["draws"] == first  # the same seed gives the same draws whatever came before
+    assert main(["train", "--seed", "6", "990", "3d_fullres", "0"]) == 0
+    assert seen["draws"] != first
+    assert main(["train", "--seed", "5", "990"]) == 1  # too few arguments: a one-line error
+
+
+def test_only_training_jobs_get_zero_augmentation_workers():
+    from nnunet_ext.study.execution import job_environment
+
+    # nnU-Net's planner calls torch.set_num_threads(nnUNet_n_proc_DA): 0 makes it fail
+    plan = Job("plan", "plan", ("nnUNetv2_plan_and_preprocess", "-d", "1"), resources={"cpus": 1, "gpus": 0})
+    train = Job("train/T/3d_fullres/fold_0", "train", ("nnUNetv2_train", "1", "3d_fullres", "0"),
+                resources={"cpus": 1, "gpus": 0})
+    assert job_environment({}, plan)["nnUNet_n_proc_DA"] == "1"
+    assert job_environment({}, plan, cpus=6)["nnUNet_n_proc_DA"] == "6"
+    assert job_environment({}, train)["nnUNet_n_proc_DA"] == "0"
+    assert job_environment({}, train, cpus=6)["nnUNet_n_proc_DA"] == "5"
 
 
 def test_bad_input_is_refused_before_anything_runs(tmp_path):

@@ -35,11 +35,14 @@ def resolve_command(argv: list[str]) -> list[str]:
 
 def job_environment(base: dict, job: Job, cpus: int | None = None, gpu_ids: list[str] | None = None) -> dict:
     """``base`` plus what this job needs: ``nnUNet_n_proc_DA`` from its CPUs (never nnU-Net's host-name
-    guess), the GPUs it was given, and no Python buffering (logs appear as they are written)."""
+    guess; for a training the augmentation workers, for the other jobs the thread count), the GPUs it was given, and no Python buffering (logs appear as they are written)."""
     env = dict(base)
     cpus = job.resources.get("cpus", 1) if cpus is None else cpus
     gpus = job.resources.get("gpus", 0)
-    env["nnUNet_n_proc_DA"] = str(augmentation_workers(cpus, gpus))
+    # training: augmentation workers from the CPUs (0 = augment in the main process); every other nnU-Net
+    # command reads the variable as a thread count (the planner's torch.set_num_threads fails on 0)
+    workers = augmentation_workers(cpus, gpus) if job.kind == "train" else max(1, cpus)
+    env["nnUNet_n_proc_DA"] = str(workers)
     env.setdefault("nnUNet_def_n_proc", str(max(1, cpus)))
     env["PYTHONUNBUFFERED"] = "1"
     if gpu_ids is not None:

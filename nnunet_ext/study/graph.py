@@ -6,7 +6,8 @@ hand, on this machine or as a SLURM job, and leaves nnU-Net's own files behind (
 :mod:`nnunet_ext.study.state` knows it is done)::
 
     plan                                      nnUNetv2_plan_and_preprocess (only if not preprocessed yet)
-    train/<trainer>/<configuration>/fold_<f>  nnUNetv2_train (--c when interrupted, --val when only validation is missing)
+    train/<trainer>/<configuration>/fold_<f>  nnUNetv2_train (--c when interrupted, --val when only validation is missing;
+                                              nnunet-ext train --seed S with the same arguments when the study sets a seed)
     validate/<trainer>/<configuration>/<chk>/fold_<f>  nnunet-ext validate: nnU-Net's validation with another checkpoint
     best                                      nnUNetv2_find_best_configuration over every model
     ensemble/<name>                           nnunet-ext ensemble --fit-on: weights fitted on the CV predictions
@@ -132,6 +133,8 @@ def build_graph(study: Study, ctx: GraphContext) -> list[Job]:
             folder = fold_folder(ctx, trainer, plans, configuration, fold)
             argv = ["nnUNetv2_train", did, configuration, str(fold), "-tr", trainer, "-p", plans,
                     "-device", study.device]
+            if study.seed is not None:  # the same arguments through the seeded entry point
+                argv = [NNUNET_EXT, "train", "--seed", str(study.seed), *argv[1:]]
             if r.get("gpus", 0) > 1:
                 argv += ["-num_gpus", str(r["gpus"])]
             if npz:

@@ -47,7 +47,7 @@ DEFAULT_METRICS = ("dice", "cldice", "masd", "hd95", "betti_0_error", "betti_1_e
 
 TOP_LEVEL_KEYS = ("name", "description", "dataset", "plans", "configurations", "trainers", "recipes",
                   "recipes_folders", "folds", "checkpoints", "device", "postprocessing", "find_best_configuration",
-                  "ensembles", "test", "report", "resources", "slurm", "workdir")
+                  "ensembles", "test", "report", "resources", "slurm", "workdir", "seed")
 
 
 class StudyError(ValueError):
@@ -83,6 +83,7 @@ class Study:
     slurm: dict
     workdir: str | None
     budget: tuple[int, int | None] | None = field(default=None)
+    seed: int | None = field(default=None)
 
     def resources_of(self, kind: str) -> dict:
         """Resources of a job kind: its own entry over ``default`` over the built-in defaults."""
@@ -450,6 +451,9 @@ def resolve_study(raw: Any, source: str, base: Path | None = None, default_name:
     folders = [_path(f, f"recipes_folders[{i}]", source, base)
                for i, f in enumerate(_string_list(folders, "recipes_folders", source, None, "folder", allow_empty=True))]
     workdir = raw.get("workdir")
+    seed = raw.get("seed")
+    if seed is not None:
+        seed = _int(seed, "seed", source, 0)
     return Study(
         name=name, source=source, description=description, dataset=dataset, plans=plans,
         configurations=tuple(configurations), trainers=tuple(trainers), recipes_folders=tuple(folders),
@@ -462,6 +466,7 @@ def resolve_study(raw: Any, source: str, base: Path | None = None, default_name:
         resources=_resources(raw.get("resources"), source, device),
         slurm=_slurm(raw.get("slurm"), source),
         workdir=None if workdir is None else _path(workdir, "workdir", source, base),
+        seed=seed,
     )
 
 
