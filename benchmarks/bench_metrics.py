@@ -13,6 +13,15 @@ difference between the values.
     python benchmarks/bench_metrics.py                       # 512 x 512 x 64 (z = 64), both pairs
     python benchmarks/bench_metrics.py --workers 1 2 --baseline both --families
     python benchmarks/bench_metrics.py --prediction realistic --shape 64 256 256 --repeats 5
+    python benchmarks/bench_metrics.py --prediction noisy tree --workers 1 2 --skeleton-check \
+        --compare 4                              # the single-large-component table
+
+``--skeleton-check`` times scikit-image's whole-array ``skeletonize`` against ours per mask, both
+standalone (``skeletonize_mask``, which labels the components itself) and with the labels that
+``case_metrics`` shares with the other metrics; ``--compare N`` scores N predictions against one
+reference (what ``compare`` of N trainers does per case) with and without a
+``PreparedReference``. Wall-clock and CPU seconds (``time.process_time``, this process only;
+steadier than wall time on a loaded machine) are printed for the single-process timings.
 """
 from __future__ import annotations
 
@@ -186,17 +195,24 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--tolerance", type=float, default=1.0)
     ap.add_argument("--prediction", choices=("noisy", "realistic", "tree", "both", "all"),
-                    default="both",
-                    help="which synthetic pair to evaluate: noisy / realistic (many components), tree "
-                         "(one connected vessel tree), both (noisy + realistic, default) or all")
+                    nargs="+", default=["both"],
+                    help="which synthetic pairs to evaluate: noisy / realistic (many components), "
+                         "tree (one connected vessel tree), both (noisy + realistic, default) or "
+                         "all; several may be given")
     ap.add_argument("--workers", type=int, nargs="+", default=[1],
                     help="workers of nnunet_ext's case_metrics, each timed in the same run")
-    ap.add_argument("--baseline", choices=("shared", "per-metric", "both"), default="shared",
+    ap.add_argument("--baseline", choices=("shared", "per-metric", "both", "none"),
+                    default="shared",
                     help="straightforward implementation: distance transforms shared by the five "
-                         "surface metrics (default) or computed per metric, or both")
+                         "surface metrics (default) or computed per metric, or both, or none "
+                         "(values then compared among nnunet_ext's variants only)")
     ap.add_argument("--skeleton-check", action="store_true",
                     help="also time scikit-image's whole-array skeletonize against skeletonize_mask "
                          "per mask and check that the skeletons are identical")
+    ap.add_argument("--compare", type=int, default=0, metavar="N",
+                    help="also time N predictions (the pair's and N-1 shifted copies) scored "
+                         "against the same reference with and without a PreparedReference, "
+                         "with the largest --workers")
     ap.add_argument("--families", action="store_true",
                     help="also time nnunet_ext's metric families one by one (one process)")
     args = ap.parse_args(argv)
@@ -207,14 +223,47 @@ def main(argv=None):
     shape, sp = tuple(args.shape), tuple(args.spacing)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"python {platform.python_version()}; load average {_load()}")
-    kinds = {"both": ("noisy", "realistic"), "all": ("noisy", "realistic", "tree")}.get(
-        args.prediction, (args.prediction,))
+    groups = {"both": ("noisy", "realistic"), "all": ("noisy", "realistic", "tree")}
+    kinds = list(dict.fromkeys(k for p in args.prediction for k in groups.get(p, (p,))))
     pairs = {"noisy": vessel_pair, "realistic": realistic_pair, "tree": tree_pair}
     worst_diff = 0.0
+    summary = {}
     for kind in kinds:
         pred, ref = pairs[kind](shape)
-        worst_diff = max(worst_diff, _compare(ref_mod, case_metrics, kind, pred, ref, sp, args))
+        diff, summary[kind] = _compare(ref_mod, case_metrics, kind, pred, ref, sp, args)
+        worst_diff = max(worst_diff, diff)
+    _print_summary(summary, args)
+    print(f"load average at the end: {_load()}")
     return 0 if worst_diff <= 1e-6 else 1
+
+
+def _print_summary(summary, args):
+    """One Markdown table over all pairs: medians of the same run."""
+    cols = [f"w={w}" for w in args.workers]
+    head = ["pair", *[f"full set {c}" for c in cols]]
+    if args.skeleton_check:
+        head += ["skeleton pred: whole / ours / ours, shared labels (CPU s)",
+                 "skeleton ref: whole / ours / ours, shared labels (CPU s)"]
+    if args.compare:
+        head += [f"compare of {args.compare}, w=1: uncached / cached (CPU s)",
+                 f"compare of {args.compare}, w={max(args.workers)}: uncached / cached"]
+    print("\n| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for kind, s in summary.items():
+        row = [kind, *[f"{s['full'][c]:.2f} s" for c in cols]]
+        if args.skeleton_check:
+            for name in ("pred", "ref"):
+                k = s["skeleton"][name]
+                row.append(f"{k['whole']:.2f} / {k['ours']:.2f} / {k['shared']:.2f} "
+                           f"({k['whole_cpu']:.2f} / {k['ours_cpu']:.2f} / {k['shared_cpu']:.2f})")
+        if args.compare:
+            c1, cw = s["compare"][1], s["compare"][max(args.workers)]
+            row.append(f"{c1['uncached']:.2f} / {c1['cached']:.2f} s "
+                       f"({c1['uncached_cpu']:.2f} / {c1['cached_cpu']:.2f}; "
+                       f"{c1['uncached_cpu'] / c1['cached_cpu']:.2f}x)")
+            row.append(f"{cw['uncached']:.2f} / {cw['cached']:.2f} s "
+                       f"({cw['uncached'] / cw['cached']:.2f}x)")
+        print("| " + " | ".join(row) + " |")
 
 
 def _load():
@@ -230,7 +279,8 @@ def _compare(ref_mod, case_metrics, kind, pred, ref, sp, args):
     print(f"\n== {kind} prediction: shape {shape_str(pred.shape)}, spacing {sp}, foreground "
           f"ref {ref.mean():.3%}, pred {pred.mean():.3%}; border voxels ref "
           f"{int(border_mask(ref).sum())}, pred {int(border_mask(pred).sum())}")
-    baselines = ("shared", "per-metric") if args.baseline == "both" else (args.baseline,)
+    baselines = {"both": ("shared", "per-metric"), "none": ()}.get(args.baseline,
+                                                                    (args.baseline,))
     times = {}
     values = {}
     # one repeat times every variant once, so that all of them see the same machine load
@@ -245,8 +295,8 @@ def _compare(ref_mod, case_metrics, kind, pred, ref, sp, args):
             values[b] = straightforward(ref_mod, pred, ref, sp, args.tolerance,
                                         per_metric=b == "per-metric")
             times.setdefault(b, []).append(time.perf_counter() - t0)
-    reference = values[baselines[0]]
-    print(f"{'metric':<15}{'nnunet_ext':>16}{'straightforward':>18}")
+    reference = values[baselines[0] if baselines else f"nnunet_ext w={args.workers[0]}"]
+    print(f"{'metric':<15}{'nnunet_ext':>16}{'straightforward' if baselines else 'nnunet_ext':>18}")
     first = f"nnunet_ext w={args.workers[0]}"
     for m in METRICS:
         print(f"{m:<15}{values[first][m]:>16.6f}{reference[m]:>18.6f}")
@@ -259,31 +309,94 @@ def _compare(ref_mod, case_metrics, kind, pred, ref, sp, args):
     med = {k: statistics.median(v) for k, v in times.items()}
     for name, t in med.items():
         ratios = ", ".join(f"{med[b] / t:.1f}x vs {b}" for b in baselines)
-        extra = "" if name in baselines else f"  ({ratios})"
+        extra = "" if name in baselines or not baselines else f"  ({ratios})"
         print(f"  {name:<18}{t:>8.2f} s  [{', '.join(f'{x:.2f}' for x in times[name])}]{extra}")
     print(f"largest absolute difference: {diff:.2e} ({worst})")
+    summary = {"full": {k.split()[-1]: med[k] for k in med if k.startswith("nnunet_ext")}}
     if args.skeleton_check:
-        from skimage.morphology import skeletonize
-
-        from nnunet_ext.evaluation import skeletonize_mask
-
-        for name, m in (("pred", pred), ("ref", ref)):
-            t = {}
-            for _ in range(args.repeats):
-                t0 = time.perf_counter()
-                whole = skeletonize(m)
-                t.setdefault("whole", []).append(time.perf_counter() - t0)
-                t0 = time.perf_counter()
-                ours = skeletonize_mask(m)
-                t.setdefault("ours", []).append(time.perf_counter() - t0)
-            same = bool(np.array_equal(whole.astype(bool), ours))
-            print(f"skeleton of {name}: whole-array skimage {statistics.median(t['whole']):.2f} s, "
-                  f"skeletonize_mask {statistics.median(t['ours']):.2f} s (identical: {same})")
+        summary["skeleton"] = {name: _skeleton_check(name, m, args.repeats)
+                               for name, m in (("pred", pred), ("ref", ref))}
+    if args.compare:
+        summary["compare"] = _compare_many(case_metrics, pred, ref, sp, args)
+        diff = max(diff, summary["compare"]["diff"])
     if args.families:
         fam = families(pred, ref, sp, args.tolerance)
         print("nnunet_ext per metric family (one process): "
               + ", ".join(f"{k} {v:.2f} s" for k, v in fam.items()))
-    return diff
+    return diff, summary
+
+
+def _skeleton_check(name, m, repeats):
+    """scikit-image's whole-array skeleton against ours (standalone, and on a prepared mask whose
+    labels case_metrics shares with the other metrics), interleaved per repeat."""
+    from skimage.morphology import skeletonize
+
+    from nnunet_ext.evaluation import skeletonize_mask
+    from nnunet_ext.evaluation._prepared import prepare_mask
+    from nnunet_ext.evaluation.skeleton import start_skeleton_coordinates
+
+    prep = prepare_mask(m)
+    wall, cpu = {}, {}
+    for _ in range(repeats):
+        for variant in ("whole", "ours", "shared"):
+            t0, c0 = time.perf_counter(), time.process_time()
+            if variant == "whole":
+                whole = skeletonize(m).astype(bool)
+            elif variant == "ours":
+                ours = skeletonize_mask(m)
+            else:
+                coords = start_skeleton_coordinates([prep])()[0]
+            wall.setdefault(variant, []).append(time.perf_counter() - t0)
+            cpu.setdefault(variant, []).append(time.process_time() - c0)
+    shared = np.zeros(m.shape, bool)
+    shared[tuple(coords.T)] = True
+    same = bool(np.array_equal(whole, ours) and np.array_equal(whole, shared))
+    out = {k: statistics.median(v) for k, v in wall.items()}
+    out.update({f"{k}_cpu": statistics.median(v) for k, v in cpu.items()})
+    print(f"skeleton of {name} ({prep.n_components} components; medians, wall / CPU s): "
+          f"whole-array skimage {out['whole']:.2f} / {out['whole_cpu']:.2f}, skeletonize_mask "
+          f"{out['ours']:.2f} / {out['ours_cpu']:.2f}, with shared labels {out['shared']:.2f} / "
+          f"{out['shared_cpu']:.2f} (identical: {same})")
+    if not same:
+        raise SystemExit(f"skeleton of {name} differs from scikit-image's")
+    return out
+
+
+def _compare_many(case_metrics, pred, ref, sp, args):
+    """N predictions against one reference: each scored from scratch, and with the reference
+    prepared once (its preparation timed with the cached run). Same repeat, same workers; with
+    one worker also in CPU seconds of this process (steady under load)."""
+    from nnunet_ext.evaluation import prepare_reference
+
+    preds = [pred] + [np.roll(pred, k, axis=-1) for k in range(1, args.compare)]
+    workers = sorted({1, max(args.workers)})
+    t, cpu = {}, {}
+    diff = 0.0
+    for _ in range(args.repeats):
+        for w in workers:
+            for variant in ("uncached", "cached"):
+                t0, c0 = time.perf_counter(), time.process_time()
+                against = prepare_reference(ref, sp) if variant == "cached" else ref
+                got = [case_metrics(p, against, sp, metrics=METRICS, tolerance=args.tolerance,
+                                    workers=w) for p in preds]
+                t.setdefault((w, variant), []).append(time.perf_counter() - t0)
+                cpu.setdefault((w, variant), []).append(time.process_time() - c0)
+                if variant == "uncached":
+                    plain = got
+                elif got != plain:
+                    diff = 1.0  # not bit-identical: fail the run
+    out = {"diff": diff}
+    for w in workers:
+        u, c = (statistics.median(t[(w, v)]) for v in ("uncached", "cached"))
+        uc, cc = (statistics.median(cpu[(w, v)]) for v in ("uncached", "cached"))
+        out[w] = {"uncached": u, "cached": c, "uncached_cpu": uc, "cached_cpu": cc}
+        cpu_note = f"; CPU {uc:.2f} / {cc:.2f} s ({uc / cc:.2f}x)" if w == 1 else ""
+        print(f"compare of {args.compare} predictions against one reference, workers={w} "
+              f"(medians of {args.repeats}): without / with a prepared reference {u:.2f} / "
+              f"{c:.2f} s ({u / c:.2f}x) [{', '.join(f'{x:.2f}' for x in t[(w, 'uncached')])}"
+              f" / {', '.join(f'{x:.2f}' for x in t[(w, 'cached')])}]{cpu_note}")
+    print(f"compare: bit-identical with and without the prepared reference: {diff == 0.0}")
+    return out
 
 
 def shape_str(shape):

@@ -262,3 +262,79 @@ def test_single_large_component_thinned_in_one_call_with_identical_skeleton():
     sparse = np.zeros((40, 90, 90), bool)
     sparse[2:36, 2:36, 2:36] = sparse[4:38, 50:86, 50:86] = True
     assert len(_plan(prepare_mask(sparse), 0)[0]) == 2
+
+
+def _recording_thin(calls):
+    original = skeleton_module._thin
+
+    def thin(mask, method):
+        calls.append(mask.shape)
+        return original(mask, method)
+
+    return thin
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_thinning_never_scans_more_than_the_whole_array_call(ndim, monkeypatch):
+    # a mask spanning the array (one component, and the same with blobs): scikit-image pads its
+    # input by one layer, so the box handed to it must be the mask's tight box, never the crop
+    # that already carries our padding layer (that would scan two extra layers per pass)
+    rng = np.random.default_rng(7)
+    shape = (12, 30, 28)[-ndim:]
+    m = np.zeros(shape, bool)
+    m[(slice(None),) + (slice(4, 9),) * (ndim - 1)] = True
+    m[(slice(3, 8),) * (ndim - 1) + (slice(None),)] = True
+    noisy = m | reference.random_blobs(rng, shape, 0.02, 0.8)
+    for mask in (m, noisy):
+        calls = []
+        monkeypatch.setattr(skeleton_module, "_thin", _recording_thin(calls))
+        ours = skeletonize_mask(mask)
+        assert np.array_equal(ours, skeletonize(mask).astype(bool))
+        scanned = sum(int(np.prod([n + 2 for n in s])) for s in calls)
+        assert calls and scanned <= int(np.prod([n + 2 for n in shape])), calls
+        monkeypatch.undo()
+
+
+def _thick_tree_and_thin_blobs(rng, shape=(20, 72, 72)):
+    """A thick branching tube (one component, radius 3) spanning a third of the array, and thin
+    blobs all over the array: what the single-component benchmark pair looks like."""
+    tree = np.zeros(shape, bool)
+    tree[10, 4:44, 20] = True
+    tree[4:16, 24, 20] = True
+    tree[10, 24, 8:40] = True
+    tree = ndimage.distance_transform_edt(~tree) <= 3
+    blobs = ndimage.gaussian_filter(rng.random(shape), 0.8) > 0.64
+    return tree | (blobs & ~ndimage.binary_dilation(tree, iterations=2))
+
+
+def test_thick_component_is_thinned_apart_from_thin_blobs_with_identical_skeleton():
+    # Lee's thinning scans its whole box in every pass until its thickest component is thin:
+    # the thick tree alone in its box, the thin blobs in theirs, costs fewer voxel visits than
+    # one call over everything, although the boxes overlap
+    rng = np.random.default_rng(2)
+    m = _thick_tree_and_thin_blobs(rng)
+    prep = prepare_mask(m)
+    jobs, _ = skeleton_module._plan(prep, 0)
+    assert len(jobs) > 1
+    whole = skeletonize(m).astype(bool)
+    for workers in (1, 2):
+        assert np.array_equal(skeletonize_mask(m, workers=workers), whole)
+    # components equally thick everywhere, boxes covering the crop: one call
+    thick = ndimage.binary_dilation(reference.random_blobs(rng, (20, 72, 72), 0.03, 0.8),
+                                    iterations=3)
+    assert len(skeleton_module._plan(prepare_mask(thick), 0)[0]) == 1
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_planned_jobs_give_whole_array_skeleton_on_random_masks(seed):
+    # tiny components at the array's corners and edges, blobs of every size, 2D and 3D
+    rng = np.random.default_rng(100 + seed)
+    shape = [(18, 40, 44), (30, 26, 20), (90, 80), (7, 50, 50)][seed]
+    m = reference.random_blobs(rng, shape, rng.uniform(0.05, 0.4), rng.uniform(0.6, 2.0))
+    m[(0,) * len(shape)] = True
+    m[tuple(n - 1 for n in shape)] = True
+    whole = skeletonize(m).astype(bool)
+    assert np.array_equal(skeletonize_mask(m), whole)
+    assert np.array_equal(skeletonize_mask(m, workers=2), whole)
+    coords = skeleton_module.start_skeleton_coordinates([prepare_mask(m)])()[0]
+    assert sorted(map(tuple, coords.tolist())) == sorted(map(tuple, np.argwhere(whole).tolist()))

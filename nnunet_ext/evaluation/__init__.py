@@ -21,6 +21,7 @@ from .skeleton import (
     SKELETON_METHODS, CLDiceResult, cldice, cldice_score, skeletonize_mask, skeletonize_masks,
     start_skeletons,
 )
+from .reference import PreparedReference, prepare_reference
 from .stats import bootstrap_ci, paired_bootstrap, summarize
 from .surface import (
     SurfaceMetrics, assd, border_mask, boundary_iou, hausdorff_distance, hd95, masd, max_distance,
@@ -32,7 +33,7 @@ from .voi import variation_of_information
 
 __all__ = [
     "OK", "BOTH_EMPTY", "PRED_EMPTY", "REF_EMPTY", "empty_status",
-    "METRICS", "DEFAULT_METRICS", "case_metrics",
+    "METRICS", "DEFAULT_METRICS", "case_metrics", "PreparedReference", "prepare_reference",
     "CHALLENGES", "CHALLENGE_METRICS", "vesuvius_leaderboard_score", "brats_lesion_wise",
     "monusac_pq", "panoptic_quality",
     "evaluate_folders", "write_topology_summary",

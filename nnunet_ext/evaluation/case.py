@@ -8,6 +8,7 @@ import numpy as np
 from ._common import BOTH_EMPTY, OK, check_pair, check_spacing, empty_status
 from ._prepared import prepare_mask
 from .overlap import overlap_metrics
+from .reference import PreparedReference
 from .skeleton import (
     check_skeleton_method, cldice, cldice_from_skeletons, start_skeleton_coordinates,
 )
@@ -73,8 +74,13 @@ def case_metrics(
     Parameters
     ----------
     pred, ref : ndarray of bool, same shape (2D or 3D)
+        ``ref`` may also be a :class:`~nnunet_ext.evaluation.PreparedReference`
+        (:func:`~nnunet_ext.evaluation.prepare_reference`) to score several predictions against
+        one reference: its skeleton, border k-d tree, components and Betti numbers are then
+        computed once; the results are identical.
     spacing : sequence of float, optional
-        Voxel size in array-axis order.
+        Voxel size in array-axis order (with a prepared reference: the spacing it was prepared
+        with, otherwise a ``ValueError``).
     metrics : iterable of str, optional
         Names from :data:`METRICS`; default :data:`DEFAULT_METRICS`.
     tolerance : float
@@ -108,8 +114,12 @@ def case_metrics(
     >>> r["status"], r["dice"], r["hd95"]
     ('ok', 1.0, 0.0)
     """
-    p, r = check_pair(pred, ref)
+    cache = ref if isinstance(ref, PreparedReference) else None
+    p, r = check_pair(pred, ref if cache is None else cache.mask)
     sp = check_spacing(spacing, p.ndim)
+    if cache is not None and sp != cache.spacing:
+        raise ValueError(f"the reference was prepared with spacing {cache.spacing}, "
+                         f"case_metrics was called with {sp}: prepare it again for this spacing")
     names = check_metric_names(metrics)
     check_skeleton_method(skeleton)
     if workers < 1:
@@ -125,29 +135,47 @@ def case_metrics(
     if not want & (_SURFACE | _BETTI | {"voi", "cldice", "vesuvius_score", "boundary_iou"}):
         return _finish(out, names, values)
     labels = bool(want & (_BETTI | {"voi", "cldice", "vesuvius_score"}))
-    pp, pr = prepare_mask(p, labels), prepare_mask(r, labels)
+    pp = prepare_mask(p, labels)
+    pr = prepare_mask(r, labels) if cache is None else cache.prepared
     skeletons = None
     if "cldice" in want and out["status"] == OK:
         # with workers > 1 the thinning starts in other processes while the metrics below are
         # computed here
-        skeletons = start_skeleton_coordinates([pp, pr], workers=workers, method=skeleton)
+        if cache is None:
+            skeletons = start_skeleton_coordinates([pp, pr], workers=workers, method=skeleton)
+        else:
+            pred_skeleton = start_skeleton_coordinates([pp], workers=workers, method=skeleton)
+
+            def skeletons(cancel: bool = False):
+                if cancel:
+                    return pred_skeleton(cancel=True)
+                # the reference's (thinned here on first use, while the prediction's jobs run
+                # in the other processes), then the prediction's
+                ref_skeleton = cache.skeleton_coordinates(skeleton)
+                return pred_skeleton()[0], ref_skeleton
     try:
         distances = None
         if want & (_SURFACE | {"vesuvius_score"}):
+            ref_side = {} if cache is None or not cache.prepared.n_voxels else {
+                "ref_border": cache.border(), "ref_tree": cache.border_tree()}
             sm, distances = surface_metrics_prepared(
                 pp, pr, sp, tolerance=tolerance, percentile=percentile,
-                empty_distance=empty_distance, workers=workers)
+                empty_distance=empty_distance, workers=workers, **ref_side)
             values.update({k: v for k, v in sm.as_dict().items() if k != "status"})
         if want & (_BETTI | {"vesuvius_score"}):
             bp = betti_numbers_prepared(pp, connectivity)
-            br = betti_numbers_prepared(pr, connectivity)
+            br = (betti_numbers_prepared(pr, connectivity) if cache is None
+                  else cache.betti_numbers(connectivity))
             for k in range(3):
                 values[f"betti_{k}_error"] = float(abs(bp[k] - br[k])) if k < len(bp) else 0.0
         if "boundary_iou" in want:
             # MetricsReloaded's default: the border voxels themselves (distance 1 voxel)
-            values["boundary_iou"] = boundary_iou_prepared(pp, pr)
+            values["boundary_iou"] = boundary_iou_prepared(
+                pp, pr, ref_band=None if cache is None else cache.boundary_band())
         if want & {"voi", "vesuvius_score"}:
-            values["voi"] = voi_prepared(pp, pr, connectivity)["voi"]
+            values["voi"] = voi_prepared(
+                pp, pr, connectivity,
+                ref_components=None if cache is None else cache.components(connectivity))["voi"]
         if "vesuvius_score" in want:
             values["vesuvius_score"] = vesuvius_from_parts(
                 bp, br, _nsd_at(out["status"], distances, VESUVIUS_TOLERANCE),

@@ -156,6 +156,65 @@ def evaluate_nnunet_results(
     return rows
 
 
+def evaluate_nnunet_results_many(
+    results_folders: Sequence[str],
+    gt_folder: Optional[str] = None,
+    recompute: bool = False,
+    num_processes: int = 1,
+    progress: bool = True,
+    **evaluate_kwargs,
+) -> List[Rows]:
+    """:func:`evaluate_nnunet_results` of several results folders (trainers) at once: the
+    ``fold_X/validation`` folders of all of them that need evaluating and share the reference
+    folder and the dataset's labels are evaluated together
+    (:func:`~nnunet_ext.evaluation.folder.evaluate_folders_many`), so each reference case is read,
+    and its skeleton, border k-d tree, components and Betti numbers are computed, once for all
+    trainers. Every fold's ``metrics_per_case.csv`` is identical to what
+    :func:`evaluate_nnunet_results` writes.
+
+    Returns
+    -------
+    list of Rows, one per results folder (all folds, with a ``fold`` entry).
+    """
+    from .folder import evaluate_folders_many, load_dataset_json, reference_folder_of_results
+
+    groups: Dict[tuple, List[tuple]] = {}
+    listed = []
+    for folder in results_folders:
+        folder = os.path.normpath(folder)
+        dj = os.path.join(folder, "dataset.json")
+        if not os.path.isfile(dj):
+            raise FileNotFoundError(f"nnU-Net results folder {folder} has no dataset.json")
+        folds = sorted(glob.glob(os.path.join(folder, "fold_*", "validation")),
+                       key=lambda p: _fold_sort_key(os.path.dirname(p)))
+        if not folds:
+            raise FileNotFoundError(f"no fold_*/validation folder in {folder}")
+        gt = os.path.normpath(reference_folder_of_results(folder, gt_folder))
+        # folders are evaluated together only when they read the same references with the
+        # same classes, ignore label and file ending
+        labels = json.dumps({k: load_dataset_json(dj).get(k) for k in
+                             ("labels", "regions_class_order", "file_ending")}, sort_keys=True)
+        for val in folds:
+            if recompute or not os.path.isfile(os.path.join(val, "metrics_per_case.csv")):
+                groups.setdefault((gt, labels), []).append((val, dj))
+        listed.append(folds)
+    for (gt, _), members in groups.items():
+        vals = [v for v, _ in members]
+        evaluate_folders_many(vals, gt, members[0][1], output_folders=vals,
+                              num_processes=num_processes, progress=progress,
+                              only_predicted=True, overwrite=True, **evaluate_kwargs)
+    out: List[Rows] = []
+    for folds in listed:
+        rows: Rows = []
+        for val in folds:
+            fold = os.path.basename(os.path.dirname(val))[len("fold_"):]
+            for r in read_metrics_csv(os.path.join(val, "metrics_per_case.csv")):
+                r["fold"] = fold
+                rows.append(r)
+        out.append(rows)
+    return out
+
+
 def load_result(path: str, **kwargs) -> Rows:
     """Rows of one result: a CSV file, a folder holding ``metrics_per_case.csv``, or an nnU-Net
     results folder (see :func:`evaluate_nnunet_results`, which receives ``kwargs``)."""
@@ -564,6 +623,7 @@ def write_comparison(
     n_resamples: int = 10000,
     seed: int = 0,
     plots: bool = True,
+    share_reference: bool = True,
     **load_kwargs,
 ) -> dict:
     """Load every result, compare them and write ``report.md``, ``comparison.json`` and the
@@ -575,6 +635,10 @@ def write_comparison(
         ``metrics_per_case.csv`` files, folders holding one, or nnU-Net results folders.
     names : sequence of str, optional
         Display names (default :func:`result_names` of the paths).
+    share_reference : bool
+        Evaluate the nnU-Net results folders that need it together
+        (:func:`evaluate_nnunet_results_many`: each reference case prepared once for all of
+        them); ``False`` evaluates them one after the other. The numbers are identical.
     load_kwargs
         Passed to :func:`evaluate_nnunet_results` for nnU-Net results folders (e.g.
         ``gt_folder``, ``num_processes``, ``recompute``).
@@ -591,7 +655,7 @@ def write_comparison(
         raise ValueError(f"{len(names)} name(s) for {len(paths)} result(s)")
     if len(set(names)) != len(names):
         raise ValueError(f"result names must be unique, got {list(names)}")
-    results = {n: load_result(p, **load_kwargs) for n, p in zip(names, paths)}
+    results = _load_results(names, paths, share_reference, load_kwargs)
     cmp = compare_results(results, metrics=metrics, n_worst=n_worst, n_resamples=n_resamples,
                           seed=seed)
     os.makedirs(output_folder, exist_ok=True)
@@ -601,3 +665,19 @@ def write_comparison(
     with open(os.path.join(output_folder, "comparison.json"), "w") as f:
         json.dump(cmp, f, indent=2)
     return cmp
+
+
+def _load_results(names, paths, share_reference: bool, load_kwargs) -> Dict[str, Rows]:
+    """Rows of every result; nnU-Net results folders evaluated together when
+    ``share_reference`` and there are several."""
+    shared = [i for i, p in enumerate(paths)
+              if share_reference and not os.path.isfile(p)
+              and not os.path.isfile(os.path.join(p, "metrics_per_case.csv"))
+              and is_nnunet_results_folder(p)]
+    rows = {}
+    if len(shared) > 1:
+        for i, r in zip(shared, evaluate_nnunet_results_many([paths[i] for i in shared],
+                                                             **load_kwargs)):
+            rows[i] = r
+    return {n: rows[i] if i in rows else load_result(p, **load_kwargs)
+            for i, (n, p) in enumerate(zip(names, paths))}

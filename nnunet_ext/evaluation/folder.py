@@ -19,6 +19,7 @@ from ..image_io import ImageReadError, check_image_file, check_label_values, geo
 from ..inference.naming import is_uncertainty_map
 from ._common import STATUSES
 from .case import case_metrics, check_metric_names
+from .reference import prepare_reference
 from .skeleton import SKELETON_STATUSES, check_skeleton_method
 from .stats import BOOTSTRAP_METHOD, summarize
 
@@ -127,6 +128,48 @@ def _evaluate_case(job) -> List[Dict[str, object]]:
                            skeleton=skeleton)
         rows.append({"case": case, "class": name, "labels": "+".join(map(str, values)), **res})
     return rows
+
+
+def _evaluate_case_many(job) -> List[List[Dict[str, object]]]:
+    """One case against several predictions (``None`` where a folder lacks the case): the
+    reference is read once and each class's reference mask prepared once
+    (:class:`~nnunet_ext.evaluation.PreparedReference`); rows per prediction, identical to
+    :func:`_evaluate_case` for each."""
+    (case, pred_paths, ref_path, reader_cls, classes, ignore, metrics, tolerance, percentile,
+     empty_distance, skeleton, allowed) = job
+    reader = reader_cls()
+    ref, sp_ref, ref_props = _read(reader, ref_path, allowed, "reference")
+    valid = None if ignore is None else ref != ignore
+    prepared = {}
+    out: List[List[Dict[str, object]]] = []
+    for pred_path in pred_paths:
+        if pred_path is None:
+            out.append([])
+            continue
+        pred, sp_pred, pred_props = _read(reader, pred_path, allowed, "prediction")
+        if pred.shape != ref.shape:
+            raise ImageReadError(None, f"case {case}: prediction {pred_path} has shape "
+                                       f"{pred.shape}, reference {ref_path} has shape {ref.shape}")
+        problem = geometry_problem(pred_props, ref_props, f"reference {ref_path}")
+        if problem is not None:
+            raise ImageReadError(pred_path, f"prediction {problem}")
+        rows = []
+        for name, values in classes:
+            if name not in prepared:
+                r = np.isin(ref, values)
+                if valid is not None:
+                    r &= valid
+                prepared[name] = prepare_reference(r, sp_ref)
+            p = np.isin(pred, values)
+            if valid is not None:
+                p &= valid
+            res = case_metrics(p, prepared[name], sp_ref, metrics=metrics, tolerance=tolerance,
+                               percentile=percentile, empty_distance=empty_distance,
+                               skeleton=skeleton)
+            rows.append({"case": case, "class": name, "labels": "+".join(map(str, values)),
+                         **res})
+        out.append(rows)
+    return out
 
 
 def _list_cases(pred_folder: str, ref_folder: str, file_ending: str,
@@ -269,7 +312,16 @@ def evaluate_folders(
                     bar.update()
     finally:
         bar.close()
-    order = {job[0]: i for i, job in enumerate(jobs)}
+    return _finish_rows(rows, [job[0] for job in jobs], classes, names, n_resamples, seed,
+                        tolerance, percentile, skeleton, empty_distance, ignore,
+                        out if write else None)
+
+
+def _finish_rows(rows, cases, classes, names, n_resamples, seed, tolerance, percentile, skeleton,
+                 empty_distance, ignore, out: Optional[str]):
+    """Sort one prediction folder's rows (case order, class order), summarise them and write
+    the outputs into ``out`` (unless ``None``)."""
+    order = {case: i for i, case in enumerate(cases)}
     cls_order = {c[0]: i for i, c in enumerate(classes)}
     rows.sort(key=lambda r: (order[r["case"]], cls_order[r["class"]]))
     summary = summarize_rows(rows, names, n_resamples=n_resamples, seed=seed)
@@ -279,9 +331,95 @@ def evaluate_folders(
                            "empty_distance": "array diagonal" if empty_distance is None else empty_distance,
                            "ignore_label": ignore,
                            "classes": {n: list(v) for n, v in classes}}
-    if write:
+    if out is not None:
         write_evaluation_outputs(rows, summary, out)
     return rows, summary
+
+
+def evaluate_folders_many(
+    pred_folders: Sequence[str],
+    ref_folder: str,
+    dataset_json: str,
+    output_folders: Optional[Sequence[str]] = None,
+    metrics: Optional[Iterable[str]] = None,
+    num_processes: int = 1,
+    tolerance: float = 1.0,
+    percentile: float = 95.0,
+    empty_distance: Optional[float] = None,
+    n_resamples: int = 10000,
+    seed: int = 0,
+    progress: bool = True,
+    only_predicted: bool = False,
+    write: bool = True,
+    skeleton: str = "skimage",
+    overwrite: bool = False,
+) -> List[Tuple[List[Dict[str, object]], dict]]:
+    """:func:`evaluate_folders` of several prediction folders against one reference folder,
+    reading each reference case once and preparing each of its class masks once
+    (:func:`~nnunet_ext.evaluation.prepare_reference`: skeleton, border k-d tree, components and
+    Betti numbers of the reference computed once for all predictions).
+
+    Parameters are those of :func:`evaluate_folders`, with ``pred_folders`` and
+    ``output_folders`` (default: each prediction folder) one per prediction folder; the cases
+    of each folder are chosen as there (``only_predicted``). The outputs of each folder are
+    identical to :func:`evaluate_folders` of that folder alone.
+
+    Returns
+    -------
+    list of (rows, summary), one per prediction folder.
+    """
+    from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
+    from tqdm import tqdm
+
+    if not pred_folders:
+        raise ValueError("no prediction folder given")
+    outs = list(pred_folders) if output_folders is None else list(output_folders)
+    if len(outs) != len(pred_folders):
+        raise ValueError(f"{len(outs)} output folder(s) for {len(pred_folders)} prediction "
+                         "folder(s)")
+    names = check_metric_names(metrics)
+    check_skeleton_method(skeleton)
+    dj = load_dataset_json(dataset_json)
+    classes = classes_from_dataset_json(dj)
+    ignore = _ignore_label(dj)
+    fe = dj["file_ending"]
+    files = [_list_cases(f, ref_folder, fe, only_predicted) for f in pred_folders]
+    if write:
+        for out in outs:
+            check_output_folder(out, EVALUATION_OUTPUTS, overwrite)
+    every = sorted(set().union(*files))
+    check_image_file(os.path.join(ref_folder, every[0]), "reference")
+    reader_cls = determine_reader_writer_from_dataset_json(dj, os.path.join(ref_folder, every[0]))
+    allowed = label_values_of_dataset_json(dj)
+    present = [set(f) for f in files]
+    jobs = [(f[: -len(fe)],
+             [os.path.join(folder, f) if f in have else None
+              for folder, have in zip(pred_folders, present)],
+             os.path.join(ref_folder, f), reader_cls, classes, ignore, names, tolerance,
+             percentile, empty_distance, skeleton, allowed)
+            for f in every]
+    rows: List[List[Dict[str, object]]] = [[] for _ in pred_folders]
+    bar = tqdm(total=len(jobs), desc=f"evaluating {len(pred_folders)} predictions", unit="case",
+               disable=not progress)
+    try:
+        if num_processes <= 1:
+            results = map(_evaluate_case_many, jobs)
+            for res in results:
+                for i, r in enumerate(res):
+                    rows[i].extend(r)
+                bar.update()
+        else:
+            with multiprocessing.get_context("spawn").Pool(num_processes) as pool:
+                for res in pool.imap_unordered(_evaluate_case_many, jobs):
+                    for i, r in enumerate(res):
+                        rows[i].extend(r)
+                    bar.update()
+    finally:
+        bar.close()
+    return [_finish_rows(r, [f[: -len(fe)] for f in fs], classes, names, n_resamples, seed,
+                         tolerance, percentile, skeleton, empty_distance, ignore,
+                         out if write else None)
+            for r, fs, out in zip(rows, files, outs)]
 
 
 def write_evaluation_outputs(rows, summary: dict, out: str) -> None:

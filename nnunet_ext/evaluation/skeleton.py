@@ -4,8 +4,10 @@ The skeleton is scikit-image's :func:`skimage.morphology.skeletonize` on the vox
 thinning in 3D, Zhang's in 2D), MetricsReloaded's definition. Thinning is local, so two
 components that do not touch (26- resp. 8-connectivity) never influence each other: the
 components are thinned in independent jobs, each holding whole components inside their common
-bounding box padded by one voxel, which gives the identical skeleton while skipping most of the
-empty space of the volume. Components of one or two voxels are their own skeleton and are not
+bounding box, which gives the identical skeleton while skipping most of the empty space of the
+volume and stopping the thinning of thin components before that of thick ones; a split is only
+taken when its estimated cost is below that of one call over the mask's crop (:func:`_plan`).
+Components of one or two voxels are their own skeleton and are not
 thinned at all. The jobs of both masks of a pair can be shared with forked processes while the
 caller computes other metrics (:func:`start_skeletons`).
 
@@ -26,7 +28,7 @@ from scipy import ndimage
 from skimage.morphology import skeletonize
 
 from ._common import (
-    BOTH_EMPTY, OK, as_mask, bounding_box, check_pair, empty_status, harmonic_mean,
+    BOTH_EMPTY, OK, as_mask, check_pair, empty_status, harmonic_mean,
     inside_values, nonzero_coordinates,
 )
 from ._prepared import PreparedMask, prepare_mask
@@ -40,14 +42,15 @@ SKELETON_METHODS = ("skimage", "robust")
 # in overhead than the thinning itself.
 _SMALL_BOX = 32 ** 3
 _CELL = 64
-# Jobs are then merged greedily while a merge saves more scanned voxels (scikit-image scans the
-# whole box in every thinning step: ~3 ns per voxel and pass) than a call costs (~15 us, about
-# 1000 voxels of scanning); beyond _MAX_MERGE
-# jobs the merging is skipped (its cost grows with the square of the number of jobs).
+# Jobs are then merged greedily while a merge saves more than a call costs. Costs are voxel
+# visits: scikit-image scans the whole box in each of the 6 sub-iterations of every thinning
+# round (~1 ns per voxel and sub-iteration), a call costs ~15 us (_CALL_COST in the units of
+# box volume x rounds); beyond _MAX_MERGE jobs the merging is skipped (its cost grows with the
+# square of the number of jobs).
 _CALL_COST = 1_000
 _MAX_MERGE = 2000
-# When the jobs of a mask would scan at least this fraction of its padded crop, the crop is
-# thinned in one call instead (a single large component whose box overlaps the others').
+# When the largest component's padded box covers at least this fraction of the padded crop,
+# the crop is thinned in one call without planning a split.
 _WHOLE_CROP_FRACTION = 0.9
 
 # skeleton status of a pair (CLDiceResult.skeleton_status)
@@ -108,6 +111,11 @@ def _run_job(preps: Sequence[PreparedMask], job: _Job, method: str) -> np.ndarra
         # either way.
         box = tuple(slice(max(s.start, -o), min(s.stop, n - o))
                     for s, o, n in zip(box, prep.origin, prep.shape))
+    else:
+        # scikit-image pads its input with one layer of background itself: hand it the box
+        # without our layer, or every thinning pass would scan two layers (for a mask spanning
+        # the array, more than the whole-array call)
+        box = tuple(slice(s.start + 1, s.stop - 1) for s in box)
     return nonzero_coordinates(_thin(_job_mask(prep, box, job.ks), method),
                                [s.start + o for s, o in zip(box, prep.origin)])
 
@@ -116,15 +124,19 @@ def _volume(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return np.prod(hi - lo + 2, axis=-1)
 
 
-def _merge(boxes: List[Tuple[slice, ...]], groups: List[List[int]]):
-    """Greedily merge jobs (boxes with their component lists) while the merged padded box is
-    smaller than the two boxes together plus one call's overhead (largest saving first)."""
+def _merge(boxes: List[Tuple[slice, ...]], groups: List[List[int]], rounds: Sequence[int]):
+    """Greedily merge jobs (boxes with their component lists and thinning rounds) while the
+    merged job costs less than the two apart plus one call's overhead (largest saving first).
+    A job's cost is its padded box volume times its rounds: a thin component merged into the
+    box of a thick one would be scanned for as many rounds as the thick one needs."""
     lo = np.array([[s.start for s in b] for b in boxes], dtype=np.int64)
     hi = np.array([[s.stop for s in b] for b in boxes], dtype=np.int64)
+    r = np.asarray(rounds, dtype=np.int64)
     vol = _volume(lo, hi)
     groups = [list(g) for g in groups]
-    saving = (vol[:, None] + vol[None, :] + _CALL_COST
-              - _volume(np.minimum(lo[:, None], lo[None]), np.maximum(hi[:, None], hi[None])))
+    saving = (vol[:, None] * r[:, None] + vol[None, :] * r[None, :] + _CALL_COST
+              - _volume(np.minimum(lo[:, None], lo[None]), np.maximum(hi[:, None], hi[None]))
+              * np.maximum(r[:, None], r[None, :]))
     saving = saving.astype(np.float64)
     np.fill_diagonal(saving, -np.inf)
     alive = np.ones(len(boxes), dtype=bool)
@@ -134,10 +146,12 @@ def _merge(boxes: List[Tuple[slice, ...]], groups: List[List[int]]):
             break
         lo[i], hi[i] = np.minimum(lo[i], lo[j]), np.maximum(hi[i], hi[j])
         vol[i] = _volume(lo[i], hi[i])
+        r[i] = max(r[i], r[j])
         groups[i] += groups[j]
         alive[j] = False
         saving[j, :] = saving[:, j] = -np.inf
-        row = vol[i] + vol + _CALL_COST - _volume(np.minimum(lo[i], lo), np.maximum(hi[i], hi))
+        row = (vol[i] * r[i] + vol * r + _CALL_COST
+               - _volume(np.minimum(lo[i], lo), np.maximum(hi[i], hi)) * np.maximum(r[i], r))
         row = np.where(alive, row, -np.inf)
         row[i] = -np.inf
         saving[i, :] = saving[:, i] = row
@@ -155,52 +169,83 @@ def _plan(prep: PreparedMask, mask_index: int) -> Tuple[List[_Job], np.ndarray]:
     skeleton equals the union of the components' own skeletons: thinning decides on a voxel
     from its 3x3(x3) neighbourhood, which never reaches into another component, and a component
     that stopped changing stays unchanged while others are still thinned.
+
+    The split is only taken when its estimated cost (:func:`_job_cost`) is below that of one
+    call over the whole crop. The plan reads the component labels once
+    (:func:`scipy.ndimage.find_objects`); everything else works on the (n_components, ndim)
+    box arrays.
     """
-    whole = int(np.prod(prep.crop.shape))
-    if prep.n_components > 1 and _dominant_box_volume(prep) >= _WHOLE_CROP_FRACTION * whole:
-        # decided before listing every component's box (0.2-0.3 s for thousands of components)
-        return [_whole_crop_job(prep, mask_index)], np.zeros((0, prep.ndim), np.int64)
-    fixed = []
-    singles, cells = [], {}
-    for k, box in enumerate(ndimage.find_objects(prep.labels), start=1):
-        if box is None:
-            continue
-        extent = [s.stop - s.start for s in box]
-        if max(extent) <= 2:
-            voxels = np.argwhere(prep.labels[box] == k)
-            if len(voxels) <= 2:
-                fixed.append(voxels + np.asarray([s.start for s in box]))
-                continue
-        if np.prod([e + 2 for e in extent]) > _SMALL_BOX:
-            singles.append((box, [k]))
-        else:
-            cells.setdefault(tuple(s.start // _CELL for s in box), []).append((box, k))
-    for items in cells.values():
-        box = tuple(slice(min(b[ax].start for b, _ in items), max(b[ax].stop for b, _ in items))
-                    for ax in range(prep.ndim))
-        singles.append((box, [k for _, k in items]))
+    whole = _whole_crop_job(prep, mask_index)
+    none = np.zeros((0, prep.ndim), np.int64)
+    if prep.n_components == 1:
+        return [whole], none
+    objects = ndimage.find_objects(prep.labels)
+    ks = np.array([k for k, b in enumerate(objects, start=1) if b is not None], dtype=np.int64)
+    bounds = np.array([x for b in objects if b is not None for s in b for x in (s.start, s.stop)],
+                      dtype=np.int64).reshape(len(ks), prep.ndim, 2)
+    lo, hi = bounds[..., 0], bounds[..., 1]
+    if np.prod(hi - lo + 2, axis=1).max() >= _WHOLE_CROP_FRACTION * whole.scan:
+        # the largest component's box spans the crop: per-component boxes would overlap it
+        return [whole], none
+    # components of at most 2x2(x2) voxels: those of one or two voxels are their own skeleton
+    tiny = np.flatnonzero((hi - lo).max(axis=1) <= 2)
+    keep = np.ones(len(ks), dtype=bool)
+    fixed = none
+    if tiny.size:
+        offsets = np.indices((2,) * prep.ndim).reshape(prep.ndim, -1).T
+        at = lo[tiny, None, :] + offsets[None]                        # (n, 2^ndim, ndim)
+        inside = np.all(at < hi[tiny, None, :], axis=2)
+        at = np.where(inside[..., None], at, lo[tiny, None, :])
+        own = inside & (prep.labels[tuple(np.moveaxis(at, 2, 0))] == ks[tiny, None])
+        small = own.sum(axis=1) <= 2
+        fixed = at[small][own[small]]
+        keep[tiny[small]] = False
+    ks, lo, hi = ks[keep], lo[keep], hi[keep]
+    if not len(ks):
+        return [], fixed + np.asarray(prep.origin, dtype=np.int64)
+    depth = (hi - lo).min(axis=1) // 2 + 1
+    big = np.prod(hi - lo + 2, axis=1) > _SMALL_BOX
+    singles = [(tuple(slice(int(l), int(h)) for l, h in zip(lo[i], hi[i])), [int(ks[i])])
+               for i in np.flatnonzero(big)]
+    small = np.flatnonzero(~big)
+    if small.size:
+        # small components grouped by the grid cell of their box's first corner
+        cells, inverse = np.unique(lo[small] // _CELL, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        order = np.argsort(inverse, kind="stable")
+        starts = np.searchsorted(inverse[order], np.arange(len(cells)))
+        glo = np.minimum.reduceat(lo[small][order], starts, axis=0)
+        ghi = np.maximum.reduceat(hi[small][order], starts, axis=0)
+        members = np.split(ks[small][order], starts[1:])
+        singles += [(tuple(slice(int(l), int(h)) for l, h in zip(glo[c], ghi[c])), m.tolist())
+                    for c, m in enumerate(members)]
+    rounds = np.zeros(int(prep.n_components) + 1, dtype=np.int64)
+    rounds[ks] = depth
     if 1 < len(singles) <= _MAX_MERGE:
-        singles = _merge([b for b, _ in singles], [g for _, g in singles])
+        singles = _merge([b for b, _ in singles], [g for _, g in singles],
+                         [int(rounds[g].max()) for _, g in singles])
     # grow every box by the one voxel of background the thinning needs around the components
     # (inside the crop, which has that layer around all components)
     boxes = [tuple(slice(s.start - 1, s.stop + 1) for s in box) for box, _ in singles]
-    jobs = [_Job(mask_index, box, tuple(sorted(ks)), int(np.prod([s.stop - s.start for s in box])))
-            for box, (_, ks) in zip(boxes, singles)]
-    if len(jobs) > 1 and sum(j.scan for j in jobs) >= _WHOLE_CROP_FRACTION * whole:
-        # the jobs together would scan about as much as the crop or more: one call instead
-        jobs = [_whole_crop_job(prep, mask_index)]
-        fixed = []
-    coords = (np.concatenate(fixed) if fixed else np.zeros((0, prep.ndim), np.int64))
-    coords = coords + np.asarray(prep.origin, dtype=np.int64)
-    return jobs, coords
+    jobs = [_Job(mask_index, box, tuple(sorted(int(k) for k in g)),
+                 int(np.prod([s.stop - s.start for s in box])))
+            for box, (_, g) in zip(boxes, singles)]
+    split = sum(_job_cost(j, int(rounds[list(j.ks)].max()), prep.n_components) for j in jobs)
+    if len(jobs) > 1 and split >= _job_cost(whole, int(rounds.max()), prep.n_components):
+        # the jobs together would cost about as much as the crop in one call, or more
+        return [whole], none
+    return jobs, fixed + np.asarray(prep.origin, dtype=np.int64)
 
 
-def _dominant_box_volume(prep: PreparedMask) -> int:
-    """Volume of the padded bounding box of the mask's largest component (voxel count)."""
-    sizes = np.bincount(prep.labels.ravel(), minlength=prep.n_components + 1)
-    sizes[0] = 0
-    box = bounding_box(prep.labels == int(np.argmax(sizes)))
-    return int(np.prod([s.stop - s.start + 2 for s in box]))
+def _job_cost(job: "_Job", rounds: int, n_components: int) -> float:
+    """Estimated cost of a thinning job in voxel visits: scikit-image's Lee thinning scans the
+    whole box in each of its 6 directional passes per round (about 1 ns per voxel and pass),
+    until a round changes nothing; a component needs at most about half its smallest box
+    extent of rounds (``rounds``: that bound for the job's thickest component, plus the final
+    round). Selecting the job's components from the labels costs about 3 visits per voxel for
+    several components, 1 for one, none when the job holds them all."""
+    select = 0 if len(job.ks) == n_components else (1 if len(job.ks) == 1 else 3)
+    return float(job.scan) * (6 * rounds + select) + _CALL_COST
 
 
 def _whole_crop_job(prep: PreparedMask, mask_index: int) -> _Job:
@@ -396,9 +441,10 @@ def skeletonize_mask(mask: np.ndarray, workers: int = 1, skeleton: str = "skimag
     """Topological skeleton of a 2D or 3D mask (Lee in 3D, Zhang in 2D).
 
     Equal to scikit-image's ``skeletonize`` of the whole array, but computed per connected
-    component inside its bounding box padded by one voxel (small neighbouring components
-    together), so the empty space of the volume is never scanned; ``workers`` processes share
-    the components. ``skeleton="robust"``: as the training targets, a component whose skeleton
+    component inside its bounding box (small neighbouring components together), so that empty
+    space and thin components are not scanned for as long as the thickest component needs; the
+    split is only taken where it is estimated to cost less than one call over the mask's
+    bounding box, which is used otherwise. ``workers`` processes share the jobs. ``skeleton="robust"``: as the training targets, a component whose skeleton
     vanished is represented by its deepest voxels.
 
     Examples

@@ -91,31 +91,46 @@ def _tile_order(coords: np.ndarray, shift: int = 3) -> np.ndarray:
     return np.argsort(key, kind="stable")
 
 
-def _directed_distances(src: np.ndarray, dst: _Border, spacing, workers: int) -> np.ndarray:
+def _border_tree(border: _Border, spacing) -> cKDTree:
+    """k-d tree over a border's voxel centres in the units of ``spacing``."""
+    # Border voxels lie on a lattice with many equal coordinates: median splits
+    # (balanced_tree=True, the default) build a much worse tree for them than scipy's
+    # sliding-midpoint rule, whose queries are 3-7x faster here; compact nodes make far
+    # queries 2-3x slower. Results are identical: the query is exact either way.
+    return cKDTree(border.coords * np.asarray(spacing, dtype=np.float64), leafsize=32,
+                   balanced_tree=False, compact_nodes=False)
+
+
+def _directed_distances(src: np.ndarray, dst: _Border, spacing, workers: int,
+                        tree: Optional[cKDTree] = None) -> np.ndarray:
     """Distances from each point of ``src`` (integer voxel coordinates, shape (n, ndim)) to the
     nearest border voxel of ``dst``, in the units of ``spacing``; float64, in the order of
-    ``src``. Points on ``dst``'s border get distance 0 without a tree query."""
+    ``src``. Points on ``dst``'s border get distance 0 without a tree query. ``tree``: the
+    :func:`_border_tree` of ``dst`` at ``spacing``, if already built."""
     out = np.zeros(len(src), dtype=np.float64)
     if len(src) == 0:
         return out
     todo = np.flatnonzero(~inside_values(dst.crop, dst.origin, src, fill=False))
     if todo.size:
         sp = np.asarray(spacing, dtype=np.float64)
-        # Border voxels lie on a lattice with many equal coordinates: median splits
-        # (balanced_tree=True, the default) build a much worse tree for them than scipy's
-        # sliding-midpoint rule, whose queries are 3-7x faster here; compact nodes make far
-        # queries 2-3x slower. Results are identical: the query is exact either way.
-        tree = cKDTree(dst.coords * sp, leafsize=32, balanced_tree=False, compact_nodes=False)
+        if tree is None:
+            tree = _border_tree(dst, sp)
         order = todo[_tile_order(src[todo])]
         out[order] = tree.query(src[order] * sp, k=1, workers=workers)[0]
     return out
 
 
-def _distances_of_prepared(pp: PreparedMask, pr: PreparedMask, spacing, workers: int):
-    bp, br = _border(pp), _border(pr)
+def _distances_of_prepared(pp: PreparedMask, pr: PreparedMask, spacing, workers: int,
+                           ref_border: Optional[_Border] = None,
+                           ref_tree: Optional[cKDTree] = None):
+    """Directed border distances of two prepared masks; ``ref_border`` / ``ref_tree``: the
+    reference's border and its k-d tree at ``spacing`` when already computed (a prepared
+    reference scored against several predictions)."""
+    bp = _border(pp)
+    br = _border(pr) if ref_border is None else ref_border
     if len(bp.coords) == 0 or len(br.coords) == 0:
         return np.zeros(0), np.zeros(0)
-    return (_directed_distances(bp.coords, br, spacing, workers),
+    return (_directed_distances(bp.coords, br, spacing, workers, tree=ref_tree),
             _directed_distances(br.coords, bp, spacing, workers))
 
 
@@ -246,10 +261,14 @@ def surface_metrics_prepared(
     percentile: float = 95.0,
     empty_distance: Optional[float] = None,
     workers: int = 1,
+    ref_border: Optional[_Border] = None,
+    ref_tree: Optional[cKDTree] = None,
 ) -> Tuple[SurfaceMetrics, Tuple[np.ndarray, np.ndarray]]:
     """:func:`surface_metrics` of two prepared masks (``spacing`` already checked), also
     returning the two directed distance arrays (empty when a mask is empty) so that other
-    tolerances can be evaluated without new queries (:func:`metrics_from_distances`)."""
+    tolerances can be evaluated without new queries (:func:`metrics_from_distances`).
+    ``ref_border``, ``ref_tree``: the reference side computed before (see
+    :class:`nnunet_ext.evaluation.PreparedReference`)."""
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
     if not 0 <= percentile <= 100:
@@ -261,7 +280,7 @@ def surface_metrics_prepared(
     if status != OK:
         d = max_distance(pp.shape, spacing) if empty_distance is None else float(empty_distance)
         return SurfaceMetrics(d, d, d, d, 0.0, status), none
-    d_p, d_r = _distances_of_prepared(pp, pr, spacing, workers)
+    d_p, d_r = _distances_of_prepared(pp, pr, spacing, workers, ref_border, ref_tree)
     return metrics_from_distances(d_p, d_r, tolerance=tolerance, percentile=percentile), (d_p, d_r)
 
 
@@ -374,11 +393,15 @@ def boundary_iou(pred, ref, distance: float = 1.0,
 
 
 def boundary_iou_prepared(pp: PreparedMask, pr: PreparedMask, distance: float = 1.0,
-                          spacing: Optional[Sequence[float]] = None) -> float:
-    """:func:`boundary_iou` of two prepared masks."""
+                          spacing: Optional[Sequence[float]] = None,
+                          ref_band: Optional[np.ndarray] = None) -> float:
+    """:func:`boundary_iou` of two prepared masks; ``ref_band``: the reference's
+    :func:`boundary_band_coordinates` at the same ``distance`` and ``spacing``, if computed."""
     if pp.n_voxels == 0 and pr.n_voxels == 0:
         return 1.0
+    if ref_band is None:
+        ref_band = boundary_band_coordinates(pr, distance, spacing)
     bp = np.ravel_multi_index(tuple(boundary_band_coordinates(pp, distance, spacing).T), pp.shape)
-    br = np.ravel_multi_index(tuple(boundary_band_coordinates(pr, distance, spacing).T), pr.shape)
+    br = np.ravel_multi_index(tuple(ref_band.T), pr.shape)
     inter = np.intersect1d(bp, br, assume_unique=True).size
     return float(inter) / float(bp.size + br.size - inter)

@@ -1,7 +1,7 @@
 """Variation of information (VOI) between the connected-component labelings of two masks."""
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -59,9 +59,11 @@ def _overlap_boxes(pp: PreparedMask, pr: PreparedMask):
 
 
 def voi_prepared(pp: PreparedMask, pr: PreparedMask,
-                 connectivity: Optional[int] = None) -> Dict[str, float]:
+                 connectivity: Optional[int] = None,
+                 ref_components: Optional[Tuple[np.ndarray, int]] = None) -> Dict[str, float]:
     """:func:`variation_of_information` of two prepared masks (reusing their component labels
-    when ``connectivity`` is the full one).
+    when ``connectivity`` is the full one; ``ref_components``: the reference's
+    :func:`components` at ``connectivity``, if computed).
 
     Only foreground voxels are counted: the label pairs of the voxels in both masks directly,
     the voxels in one mask only from the component sizes, the voxels outside both masks as one
@@ -71,7 +73,7 @@ def voi_prepared(pp: PreparedMask, pr: PreparedMask,
         connectivity = full_connectivity(pp.ndim)
     n = int(np.prod(pp.shape))
     lp, n_p = components(pp, connectivity)
-    lr, n_r = components(pr, connectivity)
+    lr, n_r = components(pr, connectivity) if ref_components is None else ref_components
     size_p = np.bincount(lp[pp.crop], minlength=n_p + 1)[1:]
     size_r = np.bincount(lr[pr.crop], minlength=n_r + 1)[1:]
     boxes = _overlap_boxes(pp, pr)
