@@ -26,6 +26,8 @@ def register(subparsers) -> None:
                      help="local: GPU ids, one job per GPU at a time (default: every visible GPU for a cuda study)")
     run.add_argument("--cpus", type=positive_int, default=None,
                      help="local: CPUs shared by the running jobs (sets nnUNet_n_proc_DA; default: all)")
+    run.add_argument("--wait", action="store_true",
+                     help="slurm: stay until every submitted job has ended, with a progress bar (exit 1 if any failed)")
     run.add_argument("--dry-run", action="store_true", help="print the jobs and their commands, run nothing")
     run.set_defaults(func=_run)
     status = sub.add_parser("status", help="a table of the study's jobs: done / running / failed (with the log) / "
@@ -83,6 +85,12 @@ def _run(args) -> int:
         report = statuses.get("report")
         if report is not None and report.status == "done":
             print(f"report: {report.job.outputs[0]}")
+        return 1 if any(s.status in ("failed", "blocked") for s in statuses.values()) else 0
+    if args.wait:
+        from nnunet_ext.study.slurm import wait_for_jobs
+
+        statuses = wait_for_jobs(prepared.jobs, prepared.ctx.workdir)
+        print(status_table(statuses, tail_lines=0))
         return 1 if any(s.status in ("failed", "blocked") for s in statuses.values()) else 0
     print(f"follow it with: nnunet-ext study status {args.study}" + (f" --budget {args.budget}" if args.budget else ""))
     return 0

@@ -24,7 +24,11 @@ from nnunet_ext.study.execution import job_environment, run_job
 from nnunet_ext.study.graph import Job
 from nnunet_ext.study.state import JobStatus, read_record, write_record
 
-__all__ = ["SlurmJobCall", "slurm_parameters", "dependency_string", "SlurmSubmitter"]
+__all__ = ["SlurmJobCall", "slurm_parameters", "dependency_string", "SlurmSubmitter", "wait_for_jobs",
+           "ACTIVE_STATES"]
+
+#: study states of a job that SLURM still holds
+ACTIVE_STATES = ("submitted", "queued", "running")
 
 try:  # submitit is the optional extra [slurm]; the class below needs its Checkpointable base when present
     from submitit.helpers import Checkpointable as _Base
@@ -146,3 +150,37 @@ class SlurmSubmitter:
                          dependency=dependency, command=job.command_now())
             self.echo(f"submitted {job.id} as SLURM job {slurm_id}" + (f" ({dependency})" if dependency else ""))
         return submitted
+
+
+def wait_for_jobs(jobs: Sequence[Job], workdir: str, poll_seconds: float = 5.0, progress: bool = True,
+                  echo: Callable[[str], None] = print,
+                  statuses_of: Callable[[], dict[str, JobStatus]] | None = None) -> dict[str, JobStatus]:
+    """Wait (with a progress bar of the jobs done) until SLURM holds none of the study's jobs any more;
+    each job that fails is reported once, as it fails. Returns the final statuses."""
+    import time
+
+    from tqdm import tqdm
+
+    from nnunet_ext.study.state import job_statuses, log_tail
+
+    statuses_of = statuses_of or (lambda: job_statuses(jobs, workdir))
+    statuses = statuses_of()
+    done = lambda st: sum(1 for x in st.values() if x.status == "done")  # noqa: E731
+    bar = tqdm(total=len(statuses), initial=done(statuses), unit="job", desc="study (slurm)", disable=not progress,
+               dynamic_ncols=True)
+    reported: set[str] = set()
+    try:
+        while True:
+            for job_id, status in statuses.items():
+                if status.status == "failed" and job_id not in reported:
+                    reported.add(job_id)
+                    tail = log_tail(status.log, 5) if status.log else ""
+                    echo(f"failed   {job_id}: {status.detail} (log: {status.log})" + (f"\n{tail}" if tail else ""))
+            bar.n = done(statuses)
+            bar.refresh()
+            if not any(x.status in ACTIVE_STATES for x in statuses.values()):
+                return statuses
+            time.sleep(poll_seconds)
+            statuses = statuses_of()
+    finally:
+        bar.close()
