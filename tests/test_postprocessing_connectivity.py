@@ -18,7 +18,7 @@ from nnunet_ext.postprocessing import (
     validate_pipeline,
 )
 from nnunet_ext.postprocessing.determine import (
-    candidate_steps, determine_from_folder, objective_dice_guard, parse_objective,
+    candidate_steps, determine_from_folder, objective_dice_guard, objective_guards, parse_objective,
 )
 from nnunet_ext.postprocessing.labels import DatasetLabels
 from nnunet_ext.postprocessing.nnunet_pkl import NotExpressible, nnunet_steps
@@ -383,6 +383,7 @@ def test_apply_to_folder_reads_the_probabilities(tmp_path):
 def test_topology_objective_and_candidates():
     assert parse_objective("topology") == {"cldice": 1.0, "betti_0_relative_error": 0.1}
     assert objective_dice_guard("topology") == 0.01 and objective_dice_guard("dice") is None
+    assert objective_guards("topology") == {"dice": 0.01, "cldice": 0.0} and objective_guards("dice") == {}
     assert parse_objective("cldice=1,betti_0_relative_error=0.3")["betti_0_relative_error"] == 0.3
     sizes = [np.array([100, 50]), np.array([80])]
     c = candidate_steps(["vessel"], sizes, [1.0, 1.0], True, probabilities=True,
@@ -478,7 +479,7 @@ def _blob_case(i):
 def test_dice_guard_refuses_a_step_that_costs_more_than_a_dice_point(tmp_path):
     pred, gt = _cv_folder(tmp_path, _blob_case, npz=False)
     free, _ = determine_from_folder(str(pred), gt_folder=str(gt), metric="topology",
-                                    max_dice_drop=1.0, progress=False)
+                                    max_dice_drop=1.0, max_cldice_drop=1.0, progress=False)
     removal = [r for r in free.accepted if r["op"] in ("keep_largest_components", "remove_small_components")]
     assert removal  # the topology objective alone takes the blob away
     det, _ = determine_from_folder(str(pred), gt_folder=str(gt), metric="topology", progress=False)
@@ -486,3 +487,17 @@ def test_dice_guard_refuses_a_step_that_costs_more_than_a_dice_point(tmp_path):
     guarded = [r for r in det.tried if r["reason"].startswith("Dice guard")]
     assert guarded and all(r["op"] in ("keep_largest_components", "remove_small_components")
                            for r in guarded)
+
+
+def test_cldice_guard_refuses_removing_a_true_piece_for_fewer_components(tmp_path):
+    """The blob is part of the reference: taking it away fixes β0 (worth 0.1 · 1/1 of objective) but
+    loses the skeleton inside it, so clDice falls. With the Dice guard opened, only the clDice guard
+    stands between the topology objective and that removal (which the objective alone accepts)."""
+    pred, gt = _cv_folder(tmp_path, _blob_case, npz=False)
+    det, _ = determine_from_folder(str(pred), gt_folder=str(gt), metric="topology", max_dice_drop=1.0,
+                                   progress=False)
+    assert det.pipeline["steps"] == []
+    assert det.max_cldice_drop == 0.0 and det.pipeline["metadata"]["max_cldice_drop"] == 0.0
+    guarded = [r for r in det.tried if r["reason"].startswith("clDice guard")]
+    assert guarded and all(r["op"] in ("keep_largest_components", "remove_small_components") for r in guarded)
+    assert all(r["target_after"] > r["target_before"] for r in guarded)  # the objective itself would gain

@@ -42,11 +42,14 @@ def _register_determine(sub) -> None:
                    help="objective: a metric (dice, cldice, betti_0_error, ...), several with equal "
                    "weights ('dice,cldice') or weighted ('dice=0.7,betti_0_error=0.05'); "
                    "lower-is-better metrics count negatively; 'topology' = cldice - "
-                   "0.1*betti_0_relative_error with a 1-point Dice guard (default: dice)")
+                   "0.1*betti_0_relative_error with a 1-point Dice guard and a no-fall clDice guard "
+                   "(default: dice)")
     p.add_argument("--max-dice-drop", type=float, default=None,
                    help="refuse a step that leaves a class's mean Dice more than this below its "
                    "value before post-processing (0.01 = one point; default: 0.01 for "
                    "--metric topology, no guard otherwise)")
+    p.add_argument("--max-cldice-drop", type=float, default=None,
+                   help="the same for clDice (default: 0 for --metric topology, no guard otherwise)")
     p.add_argument("--margin", type=float, default=None,
                    help="minimum gain of the mean objective of a step's classes (default 0.001)")
     p.add_argument("--probabilities", choices=("auto", "yes", "no"), default="auto",
@@ -156,7 +159,7 @@ def _run_determine(args) -> int:
             hysteresis=_grid(args.hysteresis, DEFAULT_HYSTERESIS),
             bridge_lengths=_grid(args.bridge_lengths, None),
             bridge_floors=tuple(args.bridge_floors) if args.bridge_floors else DEFAULT_BRIDGE_FLOORS,
-            max_dice_drop=args.max_dice_drop)
+            max_dice_drop=args.max_dice_drop, max_cldice_drop=args.max_cldice_drop)
         paths = write_determination(det, out, dj_path, overwrite=args.overwrite)
     except (OSError, KeyError, ValueError, PipelineError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)

@@ -17,7 +17,8 @@ A candidate qualifies if the mean objective over cases of its target classes ris
 the qualifying candidate with the largest rise of the all-class mean is accepted (ties: the
 earlier one). With a Dice guard (``max_dice_drop``; on by default for the ``topology``
 objective) a candidate that leaves any class's mean Dice more than that below its value before
-post-processing is refused whatever the objective says. The class's candidates are then
+post-processing is refused whatever the objective says; the same for clDice (``max_cldice_drop``;
+0 by default for ``topology``: no step may lower the mean clDice). The class's candidates are then
 generated again from the new predictions and evaluated again, until none qualifies (each kind
 of step at most once per class).
 
@@ -57,9 +58,13 @@ DEFAULT_BRIDGE_FLOORS = (0.1, 0.25)
 
 #: metrics derived here from the evaluation's ones: name -> True if higher is better
 DERIVED_METRICS: Dict[str, bool] = {"betti_0_relative_error": False}
-#: named objectives: name -> (metric weights, default largest tolerated fall of mean Dice)
-OBJECTIVES: Dict[str, Tuple[Dict[str, float], Optional[float]]] = {
-    "topology": ({"cldice": 1.0, "betti_0_relative_error": 0.1}, 0.01),
+#: named objectives: name -> (metric weights, default guards: metric -> largest tolerated fall of a
+#: class's mean below its value before post-processing). ``topology``: Betti-0 errors are integers and
+#: outweigh clDice's fractions, so without the clDice guard the search removes true small pieces of a
+#: structure (short branches, ends cut by the image border) for fewer components — measured on the
+#: topology benchmark: test clDice −1.7 points, Dice −2.1 with the Dice guard alone.
+OBJECTIVES: Dict[str, Tuple[Dict[str, float], Dict[str, float]]] = {
+    "topology": ({"cldice": 1.0, "betti_0_relative_error": 0.1}, {"dice": 0.01, "cldice": 0.0}),
 }
 
 
@@ -78,7 +83,7 @@ def parse_objective(spec: Union[str, Dict[str, float]]) -> Dict[str, float]:
     metrics where higher is better and ``-1`` otherwise (:data:`nnunet_ext.evaluation.METRICS`
     and :data:`DERIVED_METRICS`: ``betti_0_relative_error`` = ``|β0(pred) − β0(ref)| /
     max(β0(ref), 1)``, components under full connectivity). ``"topology"`` is
-    ``cldice − 0.1 · betti_0_relative_error`` (with a Dice guard, :func:`objective_dice_guard`).
+    ``cldice − 0.1 · betti_0_relative_error`` (with a Dice and a clDice guard, :func:`objective_guards`).
 
     Returns
     -------
@@ -116,12 +121,19 @@ def parse_objective(spec: Union[str, Dict[str, float]]) -> Dict[str, float]:
     return dict(items)
 
 
+def objective_guards(spec: Union[str, Dict[str, float]]) -> Dict[str, float]:
+    """Default guards of an objective spec: ``{metric: largest tolerated fall of a class's mean below
+    its value before post-processing}`` — the named objective's (``topology``: Dice 0.01, one point;
+    clDice 0, no fall), otherwise none."""
+    if isinstance(spec, str) and spec.strip() in OBJECTIVES:
+        return dict(OBJECTIVES[spec.strip()][1])
+    return {}
+
+
 def objective_dice_guard(spec: Union[str, Dict[str, float]]) -> Optional[float]:
     """Default largest tolerated fall of a class's mean Dice for an objective spec: the named
     objective's (``topology``: 0.01, one Dice point), otherwise ``None`` (no guard)."""
-    if isinstance(spec, str) and spec.strip() in OBJECTIVES:
-        return OBJECTIVES[spec.strip()][1]
-    return None
+    return objective_guards(spec).get("dice")
 
 
 def objective_label(weights: Dict[str, float]) -> str:
@@ -366,6 +378,8 @@ class Determination:
     max_dice_drop : float or None
         The Dice guard: largest tolerated fall of a class's mean Dice below its value before
         post-processing (None: no guard).
+    max_cldice_drop : float or None
+        The clDice guard, the same for clDice.
     """
 
     pipeline: dict
@@ -379,6 +393,7 @@ class Determination:
     probabilities: bool
     notes: List[str] = field(default_factory=list)
     max_dice_drop: Optional[float] = None
+    max_cldice_drop: Optional[float] = None
 
     @property
     def accepted(self) -> List[dict]:
@@ -412,6 +427,7 @@ def determine_postprocessing(
     bridge_lengths: Optional[Sequence[float]] = None,
     bridge_floors: Sequence[float] = DEFAULT_BRIDGE_FLOORS,
     max_dice_drop: Optional[float] = None,
+    max_cldice_drop: Optional[float] = None,
 ) -> Determination:
     """Choose post-processing steps on cross-validation predictions (see the module docstring).
 
@@ -447,6 +463,9 @@ def determine_postprocessing(
         Dice guard: refuse a candidate that leaves any class's mean Dice more than this below
         its value before post-processing (0.01 = one point). Default: the named objective's
         (:func:`objective_dice_guard`), i.e. 0.01 for ``topology`` and no guard otherwise.
+    max_cldice_drop : float, optional
+        clDice guard, the same for clDice. Default: the named objective's (:func:`objective_guards`),
+        i.e. 0 for ``topology`` (no step may lower a class's mean clDice) and no guard otherwise.
 
     Returns
     -------
@@ -464,10 +483,13 @@ def determine_postprocessing(
     dj = load_dataset_json(dataset_json) if isinstance(dataset_json, str) else dataset_json
     labels = DatasetLabels.from_dataset_json(dj)
     weights = parse_objective(metric)
-    if max_dice_drop is None:
-        max_dice_drop = objective_dice_guard(metric)
-    if max_dice_drop is not None and not (np.isfinite(max_dice_drop) and max_dice_drop >= 0):
-        raise ValueError(f"max_dice_drop must be a non-negative number, got {max_dice_drop}")
+    defaults = objective_guards(metric)
+    given = {"dice": max_dice_drop, "cldice": max_cldice_drop}
+    guards = {m: (defaults.get(m) if v is None else v) for m, v in given.items()}
+    guards = {m: float(v) for m, v in guards.items() if v is not None}
+    for m, v in guards.items():
+        if not (np.isfinite(v) and v >= 0):
+            raise ValueError(f"max_{m}_drop must be a non-negative number, got {v}")
     for lo, hi in hysteresis:
         if not 0.0 <= lo < hi <= 1.0:
             raise ValueError(f"hysteresis candidate ({lo}, {hi}): needs 0 ≤ low < high ≤ 1")
@@ -494,7 +516,7 @@ def determine_postprocessing(
     if not use_probs:
         notes.append("no probabilities used: no threshold, hysteresis or bridge_gaps candidates")
     reader_cls = reader_writer_class(dj, cases[0].pred, plans_file)
-    metric_names = tuple(dict.fromkeys(list(weights) + (["dice"] if max_dice_drop is not None else [])))
+    metric_names = tuple(dict.fromkeys(list(weights) + list(guards)))
     common = {"reader_cls": reader_cls, "labels": labels, "metrics": metric_names,
               "use_probabilities": use_probs, "input": "segmentation", "steps": [],
               "candidates": [], "compute_base": False, "stats_target": None}
@@ -503,8 +525,7 @@ def determine_postprocessing(
         grid = {"thresholds": thresholds, "size_percentiles": size_percentiles, "max_k": max_k,
                 "hysteresis": tuple(hysteresis), "bridge_lengths": bridge_lengths,
                 "bridge_floors": tuple(bridge_floors)}
-        det = _search(runner, labels, weights, margin, use_probs, notes, grid, max_dice_drop,
-                      len(cases))
+        det = _search(runner, labels, weights, margin, use_probs, notes, grid, guards, len(cases))
     except BaseException:
         runner.close(terminate=True)
         raise
@@ -512,7 +533,7 @@ def determine_postprocessing(
     return det
 
 
-def _search(runner, labels, weights, margin, use_probs, notes, grid, max_dice_drop,
+def _search(runner, labels, weights, margin, use_probs, notes, grid, guards: Dict[str, float],
             n_cases) -> Determination:
     names = labels.names
     first_target = (0,)
@@ -525,8 +546,8 @@ def _search(runner, labels, weights, margin, use_probs, notes, grid, max_dice_dr
         finest = float(np.median([min(r["spacing"]) for r in res]))
         grid = {**grid, "bridge_lengths": tuple(_fmt_size(v * finest)
                                                  for v in DEFAULT_BRIDGE_VOXELS)}
-    base_dice = (np.array([[v["dice"] for v in row] for row in baseline_values]).mean(axis=0)
-                 if max_dice_drop is not None else None)
+    # per guarded metric: each class's mean before post-processing
+    guard_base = {m: np.array([[v[m] for v in row] for row in baseline_values]).mean(axis=0) for m in guards}
     pipeline_input = "segmentation"
     steps: List[Tuple[dict, Tuple[int, ...]]] = []
     tried: List[dict] = []
@@ -554,16 +575,18 @@ def _search(runner, labels, weights, margin, use_probs, notes, grid, max_dice_dr
             per = [r["candidates"][j] for r in out]
             changed = sum(1 for p in per if p["values"] or p["removed"] or p["added"])
             op, params = _step_text(cand["step"])
-            dice_fall = None
-            if base_dice is not None:
-                falls = base_dice - np.array([[v["dice"] for v in row]
-                                              for row in new_values]).mean(axis=0)
-                dice_fall = int(np.argmax(falls)) if falls.max() > max_dice_drop + 1e-12 else None
+            guard_hit = None
+            for m, limit in guards.items():
+                falls = guard_base[m] - np.array([[v[m] for v in row] for row in new_values]).mean(axis=0)
+                if falls.max() > limit + 1e-12:
+                    i = int(np.argmax(falls))
+                    shown = {"dice": "Dice", "cldice": "clDice"}.get(m, m)
+                    guard_hit = f"{shown} guard: {names[i]} {shown} {falls[i]:.4g} below baseline > {limit:g}"
+                    break
             if target_gain <= margin:
                 reason = f"gain {target_gain:+.4g} ≤ margin {margin:g}"
-            elif dice_fall is not None:
-                reason = (f"Dice guard: {names[dice_fall]} Dice {falls[dice_fall]:.4g} below "
-                          f"baseline > {max_dice_drop:g}")
+            elif guard_hit is not None:
+                reason = guard_hit
             elif drop[worst] < -margin:
                 reason = f"{names[worst]} worse by {-drop[worst]:.4g}"
             elif gain <= 0:
@@ -648,13 +671,14 @@ def _search(runner, labels, weights, margin, use_probs, notes, grid, max_dice_dr
         "metric": objective_label(weights), "weights": weights, "margin": margin,
         "probabilities_used": use_probs, "baseline": summary(base_disp), "final": summary(final_disp),
     }
-    if max_dice_drop is not None:
-        metadata["max_dice_drop"] = max_dice_drop
+    for m, limit in guards.items():
+        metadata[f"max_{m}_drop"] = limit
     pipeline = make_pipeline([s for s, _ in steps], labels, input=pipeline_input, metadata=metadata)
     return Determination(pipeline=pipeline, tried=tried, baseline=summary(base_disp),
                          final=summary(final_disp), metric=objective_label(weights),
                          weights=weights, margin=margin, n_cases=n_cases,
-                         probabilities=use_probs, notes=notes, max_dice_drop=max_dice_drop)
+                         probabilities=use_probs, notes=notes, max_dice_drop=guards.get("dice"),
+                         max_cldice_drop=guards.get("cldice"))
 
 
 def determine_from_folder(

@@ -53,6 +53,8 @@ def render_report(det, pkl_note: Optional[str] = None) -> str:
              f"lowers no class by more than {det.margin:g} and raises the mean over all classes"
              + (f", and leaves no class's mean Dice more than {det.max_dice_drop:g} below its "
                 "value before post-processing (Dice guard)" if det.max_dice_drop is not None else "")
+             + (f", and no class's mean clDice more than {det.max_cldice_drop:g} below it (clDice guard)"
+                if getattr(det, "max_cldice_drop", None) is not None else "")
              + ". Probabilities used: "
              f"{'yes' if det.probabilities else 'no'}.", "",
              "## Chosen steps", ""]
