@@ -1,10 +1,25 @@
 """Result quality of the topology trainers vs stock nnU-Net at an equal training budget.
 
-Synthetic thin branching tubes whose image contrast FADES along short stretches while the reference
-stays continuous, with noise and pairs of nearly touching tubes (``nnunet_ext.synthetic.fading``). Every
-trainer is trained at the same budget (epochs × iterations) through the stock commands
+Synthetic datasets of the failure modes users meet on thin structures (``--datasets``):
+
+* ``tubes2d`` (default) / ``tubes3d``: thin branching tubes whose image contrast FADES along short stretches
+  while the reference stays continuous, with noise and pairs of nearly touching tubes
+  (``nnunet_ext.synthetic.fading``);
+* ``sheets3d``: Vesuvius-like stacks of thin curved sheets with holes, one voxel-scale gap between
+  neighbouring sheets and fading patches (``nnunet_ext.synthetic.sheets``; Betti-0 and Betti-1 matter);
+* ``nested2d``: BraTS-like nested regions (whole tumour ⊇ core ⊇ an enhancing rim that fades along a
+  stretch), trained region-based (``nnunet_ext.synthetic.nested``; metrics averaged over the regions).
+
+Every trainer is trained at the same budget (epochs × iterations) through the stock commands
 (``nnUNetv2_plan_and_preprocess`` / ``nnUNetv2_train`` / ``nnUNetv2_predict``), once per seed, and scored on
 held-out test cases with ``nnunet_ext.evaluation`` (Dice, clDice, Betti-0 / Betti-1 error, HD95).
+
+Post-processing (rows "+ pp"). By default (``--postprocess cv``) every (trainer, seed) run gets its own
+pipeline, chosen the way a user would choose it: the fold's validation cases are predicted with
+probabilities (same settings as the test cases), ``nnunet-ext postprocess determine --metric topology``
+chooses the pipeline on them, ``nnunet-ext postprocess apply`` applies it to the test predictions
+(``nnUNetv2_predict --save_probabilities``); the chosen pipelines are listed per run.
+``--postprocess PIPELINE.json`` applies one fixed pipeline to every run instead, ``none`` skips it.
 
 Seeds. nnU-Net does not seed its runs. For every (trainer, seed) the benchmark writes a tiny subclass of the
 trainer's budget variant (``<Trainer>_<E>epochs_<I>iters``) into ``<workdir>/trainers/`` and puts that
@@ -27,7 +42,8 @@ Default size (2D dataset, 4 trainers × 3 seeds): about 30 min on 2 CPU cores.
         --device cuda --seeds 5                                        # longer, on a GPU
     python benchmarks/bench_topology_quality.py --trainers nnUNetTrainer TopoTrainer \\
         TopoTrainer:cldice_weight=1.0 TopoTrainer:cldice_iterations=3   # an ablation
-    python benchmarks/bench_topology_quality.py --postprocess pipeline.json   # + post-processed scores
+    python benchmarks/bench_topology_quality.py --postprocess pipeline.json   # one fixed pipeline instead
+    python benchmarks/bench_topology_quality.py --datasets sheets3d --trainers nnUNetTrainer TopoTrainer
 """
 from __future__ import annotations
 
@@ -54,6 +70,22 @@ METRICS: Dict[str, bool] = {"dice": True, "cldice": True, "betti_0_error": False
 METRIC_LABELS = {"dice": "Dice", "cldice": "clDice", "betti_0_error": "Betti-0 err", "betti_1_error": "Betti-1 err",
                  "hd95": "HD95"}
 #: the flagship goal of issue 12, relative to stock at the same budget
+#: ``--postprocess cv``: a pipeline chosen per run on the fold's validation cases with this objective
+CV = "cv"
+CV_METRIC = "topology"
+
+
+#: version of ``determine``'s defaults the cached choices were made with (2: the topology objective's
+#: clDice guard)
+CV_DETERMINE_VERSION = 2
+
+
+def cv_key(max_dice_drop: Optional[float] = None) -> str:
+    """Cache key of the cross-validated post-processing of one run (one per ``determine`` setting)."""
+    return (f"cv-{CV_METRIC}-v{CV_DETERMINE_VERSION}"
+            + ("" if max_dice_drop is None else f"-maxdicedrop{max_dice_drop:g}"))
+
+
 GOAL_TEXT = ("Betti-0 error ≤ 50 % of stock's, clDice above stock by more than the seed spread, "
              "Dice ≥ stock − 1 point")
 
@@ -70,6 +102,11 @@ class DatasetSpec:
     n_train: int
     n_test: int
     case_options: dict = field(default_factory=dict)
+    #: generator: "tubes" (:mod:`nnunet_ext.synthetic.fading`), "sheets" (:mod:`nnunet_ext.synthetic.sheets`),
+    #: "nested" (:mod:`nnunet_ext.synthetic.nested`)
+    kind: str = "tubes"
+    #: scored regions (tuples of label values; metrics are averaged over them)
+    regions: tuple = ((1,),)
 
 
 DATASETS: Dict[str, DatasetSpec] = {
@@ -81,18 +118,44 @@ DATASETS: Dict[str, DatasetSpec] = {
     "tubes3d": DatasetSpec("tubes3d", 972, "BenchFadingTubes3D", "3d_fullres", (32, 64, 64), (1.0, 1.0, 1.0), 12,
                            4, dict(n_roots=2, depth=2, radius_range=(0.9, 2.2), noise=0.35, n_touching=1,
                                    touching_gap=1.0, fade_n=3, fade_length=6.0, fade_floor=0.1)),
+    # Vesuvius-like: two parallel curved sheets 2 voxels thick, 2 voxels apart, 2 holes each, contrast fading
+    # over 2 patches per volume (Betti-0 = 2, Betti-1 = 4 per reference volume); 3d_fullres
+    "sheets3d": DatasetSpec("sheets3d", 973, "BenchHoledSheets3D", "3d_fullres", (24, 48, 48), (1.0, 1.0, 1.0), 12,
+                            4, dict(n_sheets=2, n_holes=2, hole_radius_range=(2.5, 5.0), thickness=2.0, gap=2.0,
+                                    amplitude=3.0, noise=0.35, fade_n=2, fade_length=6.0, fade_floor=0.1),
+                            kind="sheets"),
+    # BraTS-like nested regions (whole tumour ⊇ tumour core ⊇ enhancing rim), region-based training; the rim
+    # fades over one stretch per image; metrics averaged over the three regions; 2d
+    "nested2d": DatasetSpec("nested2d", 974, "BenchNestedRegions2D", "2d", (64, 64), (1.0, 1.0), 40, 16,
+                            dict(noise=0.3, fade_n=1, fade_length=5.0, fade_floor=0.1), kind="nested",
+                            regions=((1, 2, 3), (1, 3), (3,))),
 }
 
 
 def write_dataset(spec: DatasetSpec, raw_root: Path) -> Path:
-    from nnunet_ext.synthetic.fading import FadeSettings, write_hard_tubes_dataset
+    from nnunet_ext.synthetic.fading import FadeSettings
 
     options = dict(spec.case_options)
-    fade = FadeSettings(n_fades=options.pop("fade_n"), length=options.pop("fade_length"),
-                        floor=options.pop("fade_floor"))
-    return write_hard_tubes_dataset(raw_root, spec.dataset_id, spec.name, spec.shape, spec.spacing,
-                                    n_train=spec.n_train, n_test=spec.n_test, seed=spec.dataset_id, fade=fade,
-                                    overwrite=True, **options)
+    if "fade_n" in options:
+        options["fade"] = FadeSettings(n_fades=options.pop("fade_n"), length=options.pop("fade_length"),
+                                       floor=options.pop("fade_floor"))
+    common = dict(n_train=spec.n_train, n_test=spec.n_test, seed=spec.dataset_id, overwrite=True)
+    if spec.kind == "tubes":
+        from nnunet_ext.synthetic.fading import write_hard_tubes_dataset
+
+        return write_hard_tubes_dataset(raw_root, spec.dataset_id, spec.name, spec.shape, spec.spacing, **common,
+                                        **options)
+    if spec.kind == "sheets":
+        from nnunet_ext.synthetic.sheets import write_sheets_dataset
+
+        return write_sheets_dataset(raw_root, spec.dataset_id, spec.name, spec.shape, spec.spacing, **common,
+                                    **options)
+    if spec.kind == "nested":
+        from nnunet_ext.synthetic.nested import write_nested_dataset
+
+        return write_nested_dataset(raw_root, spec.dataset_id, spec.name, spec.shape, spec.spacing, **common,
+                                    **options)
+    raise ValueError(f"dataset {spec.key}: unknown kind {spec.kind!r}")
 
 
 # ------------------------------------------------------------------------------------ trainer variants
@@ -218,19 +281,23 @@ def nnunet_environment(workdir: Path, trainer_folder: Path) -> dict:
     return env
 
 
-def read_mask(path: Path, label: int = 1) -> tuple:
-    """``(mask, spacing)`` in array-axis order; one-slice volumes (2D data) come back 2D."""
+def read_mask(path: Path, label=1) -> tuple:
+    """``(mask, spacing)`` in array-axis order; one-slice volumes (2D data) come back 2D. ``label``: one
+    label value, or a tuple of values (a region: their union)."""
     import SimpleITK as sitk
 
     image = sitk.ReadImage(str(path))
-    array = sitk.GetArrayFromImage(image) == label
+    array = np.isin(sitk.GetArrayFromImage(image), np.atleast_1d(label))
     spacing = tuple(reversed(image.GetSpacing()))
     if array.ndim == 3 and array.shape[0] == 1:
         return array[0], spacing[1:]
     return array, spacing
 
 
-def score_folder(pred_folder: Path, ref_folder: Path, metrics: Sequence[str] = tuple(METRICS)) -> List[dict]:
+def score_folder(pred_folder: Path, ref_folder: Path, metrics: Sequence[str] = tuple(METRICS),
+                 regions: Sequence[tuple] = ((1,),)) -> List[dict]:
+    """One row per reference case: every metric, averaged over ``regions`` (tuples of label values, each
+    scored as the union of its labels; the per-region values are kept under ``"<metric>@<i>"``)."""
     from nnunet_ext.evaluation import case_metrics
 
     rows = []
@@ -238,10 +305,17 @@ def score_folder(pred_folder: Path, ref_folder: Path, metrics: Sequence[str] = t
         pred_path = pred_folder / ref_path.name
         if not pred_path.exists():
             raise FileNotFoundError(f"prediction missing: {pred_path}")
-        ref, spacing = read_mask(ref_path)
-        pred, _ = read_mask(pred_path)
-        values = case_metrics(pred, ref, spacing=spacing, metrics=list(metrics))
-        rows.append({"case": ref_path.name[:-len(".nii.gz")], **{m: float(values[m]) for m in metrics}})
+        row = {"case": ref_path.name[:-len(".nii.gz")]}
+        per_region = []
+        for region in regions:
+            ref, spacing = read_mask(ref_path, region)
+            pred, _ = read_mask(pred_path, region)
+            values = case_metrics(pred, ref, spacing=spacing, metrics=list(metrics))
+            per_region.append({m: float(values[m]) for m in metrics})
+        row.update({m: float(np.mean([v[m] for v in per_region])) for m in metrics})
+        if len(regions) > 1:
+            row.update({f"{m}@{i}": v[m] for i, v in enumerate(per_region) for m in metrics})
+        rows.append(row)
     return rows
 
 
@@ -269,17 +343,49 @@ def skeleton_iterations_2d(spec: DatasetSpec, workdir: Path, fold: str) -> str:
     if keys is not None:
         labels = [p for p in labels if p.name[:-len(".nii.gz")] in set(keys)]
     step = max(1, len(labels) // MAX_CASES)
-    segs = [read_mask(p)[0].astype(np.uint8) for p in labels[::step][:MAX_CASES]]
+    foreground = tuple(sorted(set().union(*spec.regions)))  # all of it: the thickest structure sets the count
+    segs = [read_mask(p, foreground)[0].astype(np.uint8) for p in labels[::step][:MAX_CASES]]
     record = derive_iterations(segs, [1], False, scales)
     return ",".join(str(i) for i in record["iterations"])
+
+
+def validation_cases(spec: DatasetSpec, workdir: Path, fold: str) -> List[str]:
+    """The validation case names of ``fold`` in nnU-Net's ``splits_final.json`` (written at the first
+    training of the dataset)."""
+    if fold == "all":
+        raise ValueError("--postprocess cv chooses the pipeline on the fold's validation cases: fold 'all' has none")
+    splits = workdir / "nnUNet_preprocessed" / f"Dataset{spec.dataset_id:03d}_{spec.name}" / "splits_final.json"
+    if not splits.exists():
+        raise FileNotFoundError(f"{splits} not found (nnUNetv2_train writes it at the first training)")
+    return sorted(json.loads(splits.read_text())[int(fold)]["val"])
+
+
+def link_case_images(cases: Sequence[str], images_folder: Path, target: Path) -> Path:
+    """A fresh ``target`` folder with links to every channel file ``<case>_XXXX.nii.gz`` of ``cases``."""
+    import shutil
+
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for case in cases:
+        files = sorted(images_folder.glob(f"{case}_[0-9][0-9][0-9][0-9].nii.gz"))
+        if not files:
+            raise FileNotFoundError(f"no image of case {case} in {images_folder}")
+        for f in files:
+            (target / f.name).symlink_to(f.resolve())
+    return target
 
 
 def run_one(spec: DatasetSpec, dataset_folder: Path, trainer: TrainerSpec, seed: int, args, env: dict,
             workdir: Path, pipeline: Optional[str]) -> List[dict]:
     """Train, predict and score one (trainer, seed); cached in ``runs/<dataset>/<class>/result.json``.
 
-    A finished training (``checkpoint_final.pth``) is not repeated; with ``pipeline`` the test cases are
-    predicted again with ``--save_probabilities`` if the cached run has no scores for that pipeline."""
+    A finished training (``checkpoint_final.pth``) is not repeated. ``pipeline``: ``None`` (raw
+    predictions only), :data:`CV` (a pipeline chosen per run by ``nnunet-ext postprocess determine
+    --metric topology`` on the fold's validation cases, predicted with the same settings as the test
+    cases, then applied with ``nnunet-ext postprocess apply``) or the path of a fixed pipeline JSON. For
+    post-processing, the test cases are predicted again with ``--save_probabilities`` if the cached run
+    has no probabilities."""
     from nnunet_ext.nnunet_commands import run_nnunet
 
     name = class_name(trainer, args.budget, args.iterations, seed)
@@ -288,7 +394,9 @@ def run_one(spec: DatasetSpec, dataset_folder: Path, trainer: TrainerSpec, seed:
     logs = run_dir / "logs"
     record = json.loads(cache.read_text()) if cache.exists() and not args.force else None
     pp_key = None
-    if pipeline:
+    if pipeline == CV:
+        pp_key = cv_key(args.pp_max_dice_drop)
+    elif pipeline:
         import hashlib
 
         pp_key = hashlib.sha1(Path(pipeline).read_bytes()).hexdigest()[:12]
@@ -296,16 +404,21 @@ def run_one(spec: DatasetSpec, dataset_folder: Path, trainer: TrainerSpec, seed:
         print(f"  [cached] {trainer.text} seed {seed}", flush=True)
         return record["rows"] + (record["postprocessed"][pp_key] if pp_key else [])
 
-    def predict(output: Path, probabilities: bool) -> float:
+    def predict(images: Path, output: Path, probabilities: bool, log_name: str) -> float:
         t0 = time.perf_counter()
-        command = ["nnUNetv2_predict", "-i", dataset_folder / "imagesTs", "-o", output, "-d", spec.dataset_id,
+        command = ["nnUNetv2_predict", "-i", images, "-o", output, "-d", spec.dataset_id,
                    "-c", spec.configuration, "-f", args.fold, "-tr", name, "-device", args.device,
                    "-npp", 1, "-nps", 1]
         command += [] if args.tta else ["--disable_tta"]
         command += ["--save_probabilities"] if probabilities else []
-        run_nnunet(_str(command), logs / f"predict{'_probabilities' if probabilities else ''}.log", env, echo=None)
+        run_nnunet(_str(command), logs / log_name, env, echo=None)
         return time.perf_counter() - t0
 
+    def score(folder: Path, label: str, postprocessed: bool) -> List[dict]:
+        return [{"trainer": label, "seed": seed, "postprocessed": postprocessed, **r}
+                for r in score_folder(folder, dataset_folder / "labelsTs", regions=spec.regions)]
+
+    retrained = False
     if record is None:
         timing = {}
         fold_folder = (workdir / "nnUNet_results" / f"Dataset{spec.dataset_id:03d}_{spec.name}" /
@@ -317,28 +430,50 @@ def run_one(spec: DatasetSpec, dataset_folder: Path, trainer: TrainerSpec, seed:
             print(f"  train   {trainer.text} seed {seed} ({name})", flush=True)
             run_nnunet(_str(["nnUNetv2_train", spec.dataset_id, spec.configuration, args.fold, "-tr", name,
                              "-device", args.device]), logs / "train.log", env, echo=None)
+            retrained = True
         timing["train_s"] = time.perf_counter() - t0
         pred = run_dir / "predictions"
-        timing["predict_s"] = predict(pred, probabilities=bool(pipeline))
-        rows = [{"trainer": trainer.text, "seed": seed, "postprocessed": False, **r}
-                for r in score_folder(pred, dataset_folder / "labelsTs")]
+        timing["predict_s"] = predict(dataset_folder / "imagesTs", pred, bool(pipeline), "predict.log")
+        rows = score(pred, trainer.text, False)
         record = {"class": name, "timing": timing, "rows": rows, "postprocessed": {}}
         print(f"    {timing['train_s']:.0f} s training, {timing['predict_s']:.0f} s prediction; mean Dice "
               f"{np.mean([r['dice'] for r in rows]):.3f}", flush=True)
     if pipeline:
-        from nnunet_ext.postprocessing import apply_pipeline_to_folder
-
         pred = run_dir / "predictions"
         if not list(pred.glob("*.npz")):
             pred = run_dir / "predictions_probabilities"
-            print(f"  predict {trainer.text} seed {seed} again with --save_probabilities", flush=True)
-            predict(pred, probabilities=True)
+            if not (pred.is_dir() and len(list(pred.glob("*.npz"))) == len(list(
+                    (dataset_folder / "imagesTs").glob("*_0000.nii.gz")))):
+                print(f"  predict {trainer.text} seed {seed} again with --save_probabilities", flush=True)
+                predict(dataset_folder / "imagesTs", pred, True, "predict_probabilities.log")
         pp = run_dir / f"predictions_pp_{pp_key}"
-        apply_pipeline_to_folder(str(pred), str(pp), pipeline, dataset_json=str(dataset_folder / "dataset.json"),
-                                 overwrite=True, progress=False)
-        record.setdefault("postprocessed", {})[pp_key] = [
-            {"trainer": trainer.text + " + pp", "seed": seed, "postprocessed": True, **r}
-            for r in score_folder(pp, dataset_folder / "labelsTs")]
+        t0 = time.perf_counter()
+        if pipeline == CV:
+            from nnunet_ext.postprocessing.cross_validation import describe_pipeline, determine_and_apply
+
+            cv = run_dir / "cv"
+            cases = validation_cases(spec, workdir, args.fold)
+            print(f"  choose pp for {trainer.text} seed {seed} on the {len(cases)} validation cases of fold "
+                  f"{args.fold} (nnunet-ext postprocess determine --metric topology)", flush=True)
+            # validation predictions are reused by later calls (e.g. another --pp-max-dice-drop)
+            if retrained or len(list((cv / "validation").glob("*.npz"))) != len(cases):
+                images = link_case_images(cases, dataset_folder / "imagesTr", cv / "images")
+                predict(images, cv / "validation", True, "predict_validation.log")
+            extra = [] if args.pp_max_dice_drop is None else ["--max-dice-drop", args.pp_max_dice_drop]
+            chosen = determine_and_apply(cv / "validation", pred, pp, cv / f"determine_{pp_key}", logs,
+                                         gt_folder=dataset_folder / "labelsTr", metric=CV_METRIC, env=env,
+                                         extra_determine_args=extra)
+            record.setdefault("pipelines", {})[pp_key] = {"steps": chosen.get("steps", []),
+                                                         "text": describe_pipeline(chosen),
+                                                         "validation_cases": cases}
+            print(f"    chosen: {describe_pipeline(chosen)}", flush=True)
+        else:
+            from nnunet_ext.postprocessing import apply_pipeline_to_folder
+
+            apply_pipeline_to_folder(str(pred), str(pp), pipeline, dataset_json=str(dataset_folder / "dataset.json"),
+                                     overwrite=True, progress=False)
+        record.setdefault("timing", {})[f"pp_{pp_key}_s"] = time.perf_counter() - t0
+        record.setdefault("postprocessed", {})[pp_key] = score(pp, trainer.text + " + pp", True)
     cache.write_text(json.dumps(record, indent=1))
     return record["rows"] + (record["postprocessed"][pp_key] if pp_key else [])
 
@@ -432,9 +567,17 @@ def goal_check(metrics: dict, stock: dict) -> dict:
 _MARK = {"better": "▲", "worse": "▼", "same": ""}
 
 
+def format_sd(sd: float, digits: int) -> str:
+    """``sd`` with ``digits`` decimals, or with one significant digit if it would print as zero while it
+    is not (three seeds can agree to the third decimal by chance; "± 0.000" would read as identical runs)."""
+    if sd == 0 or round(sd, digits) != 0:
+        return f"{sd:.{digits}f}"
+    return f"{sd:.1g}" if sd >= 1e-4 else f"{sd:.0e}"
+
+
 def format_cell(cell: dict, metric: str) -> str:
     digits = 2 if metric in ("betti_0_error", "betti_1_error", "hd95") else 3
-    text = f"{cell['mean']:.{digits}f} ± {cell['sd']:.{digits}f}"
+    text = f"{cell['mean']:.{digits}f} ± {format_sd(cell['sd'], digits)}"
     if "diff" in cell:
         text += f" ({cell['diff']:+.{digits}f}{_MARK[cell['verdict']]})"
     return text
@@ -471,6 +614,32 @@ def paired_table(summary: Dict[str, dict], metrics: Sequence[str] = tuple(METRIC
     return "\n".join(lines)
 
 
+def chosen_pipelines(workdir: Path, key: str, trainers: Sequence[TrainerSpec], args) -> Dict[str, Dict[int, str]]:
+    """``{trainer text: {seed: description of the pipeline chosen on cross-validation}}`` from the caches."""
+    out: Dict[str, Dict[int, str]] = {}
+    for trainer in trainers:
+        for seed in args.seeds:
+            cache = workdir / "runs" / key / class_name(trainer, args.budget, args.iterations, seed) / "result.json"
+            entry = json.loads(cache.read_text()).get("pipelines", {}).get(cv_key(args.pp_max_dice_drop)) \
+                if cache.exists() else None
+            if entry is not None:
+                from nnunet_ext.postprocessing.cross_validation import describe_pipeline
+
+                labels = json.loads((workdir / "nnUNet_raw" / f"Dataset{DATASETS[key].dataset_id:03d}_"
+                                     f"{DATASETS[key].name}" / "dataset.json").read_text())["labels"]
+                out.setdefault(trainer.text, {})[seed] = describe_pipeline({**entry, "labels": labels})
+    return out
+
+
+def pipelines_table(chosen: Dict[str, Dict[int, str]]) -> str:
+    """One row per (trainer, seed): the post-processing chosen on the fold's validation cases."""
+    lines = ["| trainer | seed | pipeline chosen on the fold's validation cases |", "|---|---|---|"]
+    for trainer, per_seed in chosen.items():
+        for seed, text in sorted(per_seed.items()):
+            lines.append(f"| {trainer} | {seed} | {text} |")
+    return "\n".join(lines)
+
+
 # -------------------------------------------------------------------------------------------- main
 def parse_seeds(text: str) -> List[int]:
     """``"3"`` → [0, 1, 2]; ``"0,4,7"`` → [0, 4, 7]."""
@@ -497,8 +666,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", help="predict with mirroring TTA (default off: faster)")
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "nnunet_ext_bench_topology",
                    help="nnU-Net folders, runs and results (kept; finished runs are reused)")
-    p.add_argument("--postprocess", metavar="PIPELINE.json",
-                   help="also score predictions post-processed by this nnunet_ext.postprocessing pipeline")
+    p.add_argument("--postprocess", metavar="cv|none|PIPELINE.json", default=CV,
+                   help="rows '+ pp': 'cv' (default) = per run, the pipeline that 'nnunet-ext postprocess "
+                        "determine --metric topology' chooses on the fold's validation cases, applied to the "
+                        "test predictions with 'postprocess apply'; a PIPELINE.json = that fixed pipeline for "
+                        "every run; 'none' = raw predictions only")
+    p.add_argument("--pp-max-dice-drop", type=float, default=None, metavar="D",
+                   help="with --postprocess cv: determine's Dice guard (--max-dice-drop; default: its own, "
+                        "0.01 for the topology objective)")
     p.add_argument("--output", default="topology_quality", help="stem of the JSON / Markdown written to --workdir")
     p.add_argument("--force", action="store_true", help="retrain runs that are cached")
     return p
@@ -514,7 +689,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     for t in trainers:
         check_trainer_spec(t)
     pipeline = None
-    if args.postprocess:
+    if args.postprocess == CV:
+        pipeline = CV
+        if args.fold == "all":
+            raise SystemExit("--postprocess cv needs a fold with validation cases (not 'all')")
+    elif args.postprocess and args.postprocess != "none":
         try:
             from nnunet_ext.postprocessing import load_pipeline
         except ImportError as error:
@@ -541,7 +720,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
     report = {"settings": {"budget_epochs": args.budget, "iterations": args.iterations, "seeds": args.seeds,
                            "fold": args.fold, "tta": args.tta, "device": args.device,
-                           "trainers": [t.text for t in trainers], "postprocess": args.postprocess},
+                           "trainers": [t.text for t in trainers], "postprocess": args.postprocess,
+                           "pp_max_dice_drop": args.pp_max_dice_drop},
               "machine": machine(), "datasets": {}}
     markdown = [f"Budget {args.budget} epochs × {args.iterations} iterations, seeds {args.seeds}, fold {args.fold}, "
                 f"device {args.device}, TTA {'on' if args.tta else 'off'}. Mean ± sd over seeds of the per-seed "
@@ -563,13 +743,17 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                 rows += run_one(spec, folder, trainer, seed, args, env_here, workdir, pipeline)
         summary = aggregate(rows)
         table = markdown_table(summary) + "\n\n" + paired_table(summary)
+        chosen = chosen_pipelines(workdir, key, trainers, args) if pipeline == CV else {}
+        if chosen:
+            table += "\n\n" + pipelines_table(chosen)
         timings = {}
         for trainer in trainers:
             for seed in args.seeds:
                 cache = workdir / "runs" / key / class_name(trainer, args.budget, args.iterations, seed) / "result.json"
                 timings.setdefault(trainer.text, []).append(json.loads(cache.read_text())["timing"])
         report["datasets"][key] = {"spec": {**spec.__dict__, "shape": list(spec.shape)}, "summary": summary,
-                                   "rows": rows, "timing": timings, "wall_s": time.perf_counter() - t0}
+                                   "rows": rows, "timing": timings, "pipelines": chosen,
+                                   "wall_s": time.perf_counter() - t0}
         title = (f"{key}: {spec.n_test} held-out test cases of {'×'.join(map(str, spec.shape))}, "
                  f"{spec.configuration}, {spec.n_train} training cases (fold {args.fold})")
         print(f"\n{title}\n{table}", flush=True)

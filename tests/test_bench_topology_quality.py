@@ -204,3 +204,141 @@ def test_trainer_module_defines_seeded_subclasses(bench, tmp_path):
 
     assert issubclass(cls, TopoTrainer) and cls.__name__ == name
     assert cls.cldice_weight == 1.0 and cls.benchmark_seed == 1
+
+
+# --------------------------------------------------------------- seed spread display (issue 12, item 2)
+def test_tiny_seed_spread_is_not_printed_as_zero(bench):
+    # the recorded stock runs: three different models whose test-set mean Dice agree to 3 decimals
+    # (0.8128, 0.8132, 0.8127); "± 0.000" read as three identical runs
+    per_seed = {0: 0.8128, 1: 0.8132, 2: 0.8127}
+    rows = _rows("nnUNetTrainer", {s: _values(d, 0.8, 3.0) for s, d in per_seed.items()})
+    table = bench.markdown_table(bench.aggregate(rows))
+    sd = float(np.std(list(per_seed.values()), ddof=1))
+    assert f"0.813 ± {sd:.1g}" in table and "0.813 ± 0.000 " not in table
+    assert bench.format_sd(0.0, 3) == "0.000"        # truly identical runs still read as such
+    assert bench.format_sd(0.0123, 3) == "0.012"
+    assert bench.format_sd(0.004, 2) == "0.004"
+
+
+# ------------------------------------------------------------------ post-processing on validation
+def test_postprocess_defaults_to_cross_validation(bench):
+    args = bench.build_parser().parse_args([])
+    assert args.postprocess == bench.CV and args.pp_max_dice_drop is None
+    assert bench.cv_key(None) == "cv-topology-v2"
+    assert bench.cv_key(0.005) == "cv-topology-v2-maxdicedrop0.005" != bench.cv_key(0.01)
+
+
+def _results_splits(tmp_path, bench, spec, val):
+    folder = tmp_path / "nnUNet_preprocessed" / f"Dataset{spec.dataset_id:03d}_{spec.name}"
+    folder.mkdir(parents=True)
+    (folder / "splits_final.json").write_text(
+        __import__("json").dumps([{"train": ["case_000"], "val": val}, {"train": val, "val": ["case_000"]}]))
+
+
+def test_validation_cases_and_links(bench, tmp_path):
+    spec = bench.DATASETS["tubes2d"]
+    _results_splits(tmp_path, bench, spec, ["case_002", "case_001"])
+    assert bench.validation_cases(spec, tmp_path, "0") == ["case_001", "case_002"]
+    assert bench.validation_cases(spec, tmp_path, "1") == ["case_000"]
+    with pytest.raises(ValueError, match="all"):
+        bench.validation_cases(spec, tmp_path, "all")
+    images = tmp_path / "imagesTr"
+    images.mkdir()
+    for name in ("case_000_0000", "case_001_0000", "case_001_0001", "case_002_0000", "case_0010_0000"):
+        (images / f"{name}.nii.gz").write_text(name)
+    target = tmp_path / "links"
+    (target / "stale").mkdir(parents=True)
+    bench.link_case_images(["case_001"], images, target)
+    assert sorted(p.name for p in target.iterdir()) == ["case_001_0000.nii.gz", "case_001_0001.nii.gz"]
+    assert (target / "case_001_0001.nii.gz").read_text() == "case_001_0001"
+    with pytest.raises(FileNotFoundError, match="case_009"):
+        bench.link_case_images(["case_009"], images, target)
+
+
+def test_chosen_pipelines_are_listed(bench):
+    from nnunet_ext.postprocessing.cross_validation import describe_pipeline
+
+    pipeline = {"steps": [{"op": "bridge_gaps", "classes": ["tube"], "max_length": 6.0, "min_probability": 0.1,
+                           "connectivity": None},
+                          {"op": "remove_small_components", "classes": ["tube"], "min_voxels": 25}]}
+    text = describe_pipeline(pipeline)
+    assert text == "bridge_gaps(max_length=6, min_probability=0.1) → remove_small_components(min_voxels=25)"
+    assert describe_pipeline({"steps": []}) == "none"
+    regions = {"steps": [{"op": "fill_holes", "classes": ["whole tumor"]},
+                         {"op": "threshold", "classes": ["tumor core"], "threshold": 0.3}]}
+    assert describe_pipeline(regions) == "fill_holes[whole tumor] → threshold[tumor core](threshold=0.3)"
+    # one step on one region of a region dataset still names it (the dataset's labels decide)
+    one = {"steps": regions["steps"][:1], "labels": {"background": 0, "whole tumor": [1, 2], "core": [2]}}
+    assert describe_pipeline(one) == "fill_holes[whole tumor]"
+    assert describe_pipeline({**pipeline, "labels": {"background": 0, "tube": 1}}) == text
+    table = bench.pipelines_table({"TopoTrainer": {1: "none", 0: text}}).splitlines()
+    assert table[2] == f"| TopoTrainer | 0 | {text} |" and table[3] == "| TopoTrainer | 1 | none |"
+
+
+def test_score_folder_averages_regions(bench, tmp_path):
+    import SimpleITK as sitk
+
+    ref = np.zeros((1, 8, 8), np.uint8)
+    ref[0, 1:7, 1:7] = 2
+    ref[0, 3:5, 3:5] = 3        # region (2, 3) = 36 px, region (3,) = 4 px
+    pred = ref.copy()
+    pred[0, 3:5, 3:5] = 2       # region (3,) missed entirely; region (2, 3) perfect
+    for folder, array in (("ref", ref), ("pred", pred)):
+        (tmp_path / folder).mkdir()
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing((1.0, 1.0, 999.0))
+        sitk.WriteImage(image, str(tmp_path / folder / "c.nii.gz"))
+    (row,) = bench.score_folder(tmp_path / "pred", tmp_path / "ref", ("dice",), regions=((2, 3), (3,)))
+    assert row["dice@0"] == pytest.approx(1.0) and row["dice@1"] == pytest.approx(0.0)
+    assert row["dice"] == pytest.approx(0.5)
+    (single,) = bench.score_folder(tmp_path / "pred", tmp_path / "ref", ("dice",), regions=((2,),))
+    assert single["dice"] == pytest.approx(2 * 32 / (36 + 32)) and "dice@0" not in single
+
+
+@pytest.mark.parametrize("key", ["sheets3d", "nested2d"])
+def test_new_datasets_are_written_in_nnunet_format(bench, tmp_path, key):
+    import dataclasses
+    import json
+
+    import SimpleITK as sitk
+
+    spec = dataclasses.replace(bench.DATASETS[key], n_train=2, n_test=1)
+    folder = bench.write_dataset(spec, tmp_path)
+    dataset = json.loads((folder / "dataset.json").read_text())
+    assert dataset["numTraining"] == 2 and dataset["file_ending"] == ".nii.gz"
+    assert sorted(p.name for p in (folder / "labelsTs").iterdir()) == ["case_002.nii.gz"]
+    label = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "labelsTr" / "case_000.nii.gz")))
+    image = sitk.ReadImage(str(folder / "imagesTr" / "case_000_0000.nii.gz"))
+    if key == "sheets3d":
+        assert label.shape == spec.shape and set(np.unique(label)) == {0, 1}
+    else:
+        assert label.shape == (1, *spec.shape) and image.GetSpacing()[2] == 999.0
+        assert dataset["regions_class_order"] == [2, 1, 3] and set(np.unique(label)) == {0, 1, 2, 3}
+        assert [tuple(v) for k, v in dataset["labels"].items() if k != "background"] == list(spec.regions)
+
+
+def test_determine_and_apply_runs_the_two_commands(tmp_path):
+    """The helper behind the "+ pp" rows: the real ``nnunet-ext postprocess determine`` chooses on one
+    folder and ``postprocess apply`` applies the choice to another (fixture: the known best step is a
+    probability threshold of 0.4)."""
+    from _postprocessing_fixtures import make_threshold_folder, read_seg, threshold_case
+
+    from nnunet_ext.postprocessing.cross_validation import describe_pipeline, determine_and_apply, run_cli
+
+    (tmp_path / "val").mkdir()
+    (tmp_path / "test").mkdir()
+    validation, gt = make_threshold_folder(tmp_path / "val")
+    test_predictions, _ = make_threshold_folder(tmp_path / "test", n_cases=2)
+    chosen = determine_and_apply(validation, test_predictions, tmp_path / "pp", tmp_path / "determine",
+                                 tmp_path / "logs", gt_folder=gt, metric="dice")
+    assert [s["op"] for s in chosen["steps"]] == ["threshold"]
+    assert describe_pipeline(chosen).startswith("threshold(")
+    assert (tmp_path / "logs" / "postprocess_determine.log").exists()
+    for i in range(2):
+        _, ref, probs = threshold_case(i)
+        out = read_seg(tmp_path / "pp" / f"case_{i:03d}.nii.gz")
+        np.testing.assert_array_equal(out, (probs[1] > 0.4).astype(np.uint8))
+        np.testing.assert_array_equal(out, ref)  # the fixture's threshold recovers the reference
+    with pytest.raises(RuntimeError, match="postprocess apply failed"):
+        run_cli(["postprocess", "apply", "-i", tmp_path / "nowhere", "-o", tmp_path / "x", "-pp",
+                 tmp_path / "determine" / "pipeline.json"], tmp_path / "logs" / "bad.log")

@@ -11,10 +11,6 @@ convention for 2D data in NIfTI, and trained with the ``2d`` configuration.
 """
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,6 +145,15 @@ def hard_tube_case(shape, spacing=None, seed: int = 0, n_roots: int = 3, depth: 
     segments = _segments(rng, extent, n_roots, depth, radius_range)
     segments = segments + _touching_partners(rng, segments, n_touching, touching_gap, radius_range[0], len(shape))
     tree = rasterise_segments(segments, shape, spacing)
+    return render_faded(tree, spacing, seed, fade, noise)
+
+
+def render_faded(tree: TubeTree, spacing, seed: int, fade: FadeSettings | None, noise: float) -> HardCase:
+    """Image, reference and contrast of a rasterised structure whose contrast fades along ``fade.n_fades``
+    stretches centred on its centre lines / mid-surfaces (``tree.distance_to_centre < 0.35``); the
+    reference is ``tree.mask()``, untouched by the fading. Seeds: fades ``seed + 1``, noise ``seed + 2``.
+    Shared by every generator whose structure is described by a :class:`TubeTree` (tubes, sheets)."""
+    shape = tree.distance_to_centre.shape
     if fade is not None and fade.n_fades > 0:
         centres = fade_centres(tree, fade.n_fades, fade.min_separation * fade.length, spacing, seed=seed + 1)
         contrast = fading_contrast(shape, centres, fade.length, fade.floor, spacing)
@@ -162,47 +167,22 @@ def hard_tube_case(shape, spacing=None, seed: int = 0, n_roots: int = 3, depth: 
 def write_hard_tubes_dataset(raw_root, dataset_id: int, name: str, shape, spacing=None, n_train: int = 24,
                              n_test: int = 12, seed: int = 0, overwrite: bool = False, **case_options) -> Path:
     """Write ``Dataset{id:03d}_{name}`` of :func:`hard_tube_case` cases into ``raw_root`` (nnU-Net raw
-    format; imagesTs/labelsTs hold the held-out test cases). 2D shapes are written as one-slice volumes
-    (z spacing 999, nnU-Net's convention). Returns the dataset folder (written to a temporary folder and
-    moved into place)."""
-    from nnunet_ext.synthetic.raw_dataset import _write_nifti
+    format; imagesTs/labelsTs hold the held-out test cases; case ``i`` uses seed ``seed + 1000 i``). 2D
+    shapes are written as one-slice volumes (z spacing 999, nnU-Net's convention). Returns the dataset
+    folder (written to a temporary folder and moved into place, :func:`~nnunet_ext.synthetic.staging.write_raw_dataset`)."""
+    from nnunet_ext.synthetic.staging import write_raw_dataset
 
-    if not 1 <= dataset_id <= 999:
-        raise ValueError(f"dataset_id must be in 1..999, got {dataset_id}")
-    raw_root = Path(raw_root)
-    target = raw_root / f"Dataset{dataset_id:03d}_{name}"
-    clashing = sorted(raw_root.glob(f"Dataset{dataset_id:03d}_*")) if raw_root.is_dir() else []
-    if clashing and not overwrite:
-        raise FileExistsError(f"{clashing[0]} already exists (dataset id {dataset_id} is taken)")
-    raw_root.mkdir(parents=True, exist_ok=True)
     spacing = tuple(spacing or (1.0,) * len(shape))
-    file_spacing = (999.0, *spacing) if len(shape) == 2 else spacing
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=raw_root))
-    try:
-        for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
-            (staging / sub).mkdir()
-        for i in range(n_train + n_test):
-            case = hard_tube_case(shape, spacing, seed=seed + 1000 * i, **case_options)
-            image, label = case.image, case.label
-            if len(shape) == 2:
-                image, label = image[None], label[None]
-            train = i < n_train
-            stem = f"case_{i:03d}"
-            _write_nifti(image, file_spacing, staging / ("imagesTr" if train else "imagesTs") / f"{stem}_0000.nii.gz")
-            _write_nifti(label, file_spacing, staging / ("labelsTr" if train else "labelsTs") / f"{stem}.nii.gz")
-        (staging / "dataset.json").write_text(json.dumps({
-            "channel_names": {"0": "microscopy"}, "labels": {"background": 0, "tube": 1},
-            "numTraining": n_train, "file_ending": ".nii.gz", "name": name,
-            "description": "Synthetic thin branching tubes with fading contrast, noise and touching tubes "
-                           "(nnunet-ext benchmark)"}, indent=2))
-        for old in clashing:
-            shutil.rmtree(old)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target
+
+    def make_case(i):
+        case = hard_tube_case(shape, spacing, seed=seed + 1000 * i, **case_options)
+        return case.image, case.label
+
+    return write_raw_dataset(raw_root, dataset_id, name, make_case, n_train, n_test, spacing, {
+        "channel_names": {"0": "microscopy"}, "labels": {"background": 0, "tube": 1},
+        "description": "Synthetic thin branching tubes with fading contrast, noise and touching tubes "
+                       "(nnunet-ext benchmark)"}, overwrite=overwrite)
 
 
-__all__ = ["FadeSettings", "HardCase", "fade_centres", "fading_contrast", "hard_tube_case",
+__all__ = ["FadeSettings", "HardCase", "fade_centres", "fading_contrast", "hard_tube_case", "render_faded",
            "write_hard_tubes_dataset"]
