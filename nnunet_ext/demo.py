@@ -14,14 +14,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from nnunet_ext.discovery import trainer_folder
 from nnunet_ext.nnunet_commands import run_nnunet
+from nnunet_ext.postprocessing.cross_validation import describe_pipeline, determine_and_apply
 
 DEMO_DATASET_ID = 950
 DEMO_MARKER = ".nnunet_ext_demo"
@@ -124,12 +123,9 @@ def run_demo(settings: DemoSettings) -> dict:
     _step(step, total, f"nnunet-ext postprocess determine --metric topology on {flagship}'s validation predictions, "
                        f"then postprocess apply → predictions/{flagship}+pp")
     results_folder = Path(env["nnUNet_results"]) / dataset.name / f"{flagship}__nnUNetPlans__3d_fullres"
-    _run_ours(["postprocess", "determine", results_folder, "--metric", "topology", "-f", "0"],
-              logs / "postprocess_determine.log", env)
-    _run_ours(["postprocess", "apply", "-i", predictions / flagship, "-o", predictions / f"{flagship}+pp",
-               "-pp", results_folder / "postprocessing_ext" / "pipeline.json"], logs / "postprocess_apply.log", env)
-    chosen = json.loads((results_folder / "postprocessing_ext" / "pipeline.json").read_text()).get("steps", [])
-    print(f"  chosen steps: {', '.join(step_['op'] for step_ in chosen) or 'none (nothing improved the objective)'}")
+    chosen = determine_and_apply(results_folder, predictions / flagship, predictions / f"{flagship}+pp",
+                                 results_folder / "postprocessing_ext", logs, folds=["0"], env=env)
+    print(f"  chosen steps: {describe_pipeline(chosen) if chosen.get('steps') else 'none (nothing improved the objective)'}")
 
     _step(total, total, "evaluating the test predictions (Dice, clDice, Betti-0 error) against labelsTs")
     results = {}
@@ -144,17 +140,6 @@ def run_demo(settings: DemoSettings) -> dict:
     print("  nnUNet_raw/ nnUNet_preprocessed/ nnUNet_results/  nnU-Net's own folders")
     print("  predictions/<trainer>/  evaluation/<trainer>/metrics_per_case.csv  logs/  results.json")
     return results
-
-
-def _run_ours(args, log_file: Path, env: dict) -> None:
-    """``nnunet-ext ARGS`` in a subprocess, its output in ``log_file``; the log's tail on failure."""
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "w") as log:
-        done = subprocess.run([sys.executable, "-m", "nnunet_ext.cli", *map(str, args)], env=env, stdout=log,
-                              stderr=subprocess.STDOUT)
-    if done.returncode != 0:
-        tail = "".join(log_file.read_text().splitlines(keepends=True)[-15:])
-        raise RuntimeError(f"nnunet-ext {' '.join(map(str, args[:2]))} failed (log: {log_file}):\n{tail}")
 
 
 def format_table(results: dict, settings: DemoSettings) -> str:

@@ -496,3 +496,30 @@ def test_requeue_on_timeout_continues_training(tmp_path):
     (tmp_path / "checkpoint_latest.pth").write_text("")
     assert again.function.job.command_now()[-1] == "--c"
     assert call.checkpoint() is None and read_record(tmp_path, job)["status"] == "failed"
+
+
+def test_waiting_for_slurm_jobs_ends_when_slurm_holds_none_and_reports_each_failure_once(tmp_path):
+    from nnunet_ext.study.slurm import wait_for_jobs
+    from nnunet_ext.study.state import JobStatus
+
+    a = Job("train/T/3d_fullres/fold_0", "train", ("nnUNetv2_train",))
+    b = Job("report", "report", ("nnunet-ext",))
+    log = tmp_path / "a.log"
+    log.write_text("epoch 0\nRuntimeError: CUDA out of memory\n")
+    rounds = iter([
+        {a.id: JobStatus(a, "running"), b.id: JobStatus(b, "queued")},
+        {a.id: JobStatus(a, "failed", str(log), "exit status 1"), b.id: JobStatus(b, "running")},
+        {a.id: JobStatus(a, "failed", str(log), "exit status 1"), b.id: JobStatus(b, "running")},
+        {a.id: JobStatus(a, "failed", str(log), "exit status 1"), b.id: JobStatus(b, "done")},
+    ])
+    calls, lines = [], []
+
+    def statuses():
+        calls.append(1)
+        return next(rounds)
+
+    final = wait_for_jobs([a, b], str(tmp_path), poll_seconds=0, progress=False, echo=lines.append,
+                          statuses_of=statuses)
+    assert len(calls) == 4  # polled until nothing was queued or running, not beyond
+    assert final[b.id].status == "done" and final[a.id].status == "failed"
+    assert len(lines) == 1 and a.id in lines[0] and "CUDA out of memory" in lines[0] and str(log) in lines[0]
