@@ -130,10 +130,14 @@ def label_components(crop: np.ndarray, connectivity: int) -> Tuple[np.ndarray, i
     """Connected-component labels (cc3d) of a padded crop and their number.
 
     ``crop`` must have every axis of length >= 2 (cc3d 4.1 fails on an axis of length 1 under
-    26-connectivity); :func:`padded_crop` guarantees it. Labels are 1..n, background 0.
+    26-connectivity); :func:`padded_crop` guarantees it. Labels are 1..n, background 0. Every
+    labelling of the package goes through here (boolean input is passed to cc3d as uint8: cc3d 4.1.1
+    labels boolean 2D input wrongly under 8-connectivity).
     """
     import cc3d
 
+    if crop.dtype == bool:  # cc3d 4.1 mislabels boolean 2D input under 8-connectivity (background
+        crop = crop.view(np.uint8)  # pixels labelled, labels skipped); as uint8 it is right
     labels, n = cc3d.connected_components(crop, connectivity=connectivity, return_N=True)
     return labels, int(n)
 

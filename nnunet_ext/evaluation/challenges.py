@@ -456,11 +456,10 @@ def panoptic_quality(pred_instances: np.ndarray, ref_instances: np.ndarray) -> D
 def instances_from_semantic(seg: np.ndarray, classes: Sequence[int]) -> Dict[int, np.ndarray]:
     """Per class, the connected components (8-connectivity in 2D) of a semantic map as
     instances: what an nnU-Net semantic prediction offers (touching nuclei of one class merge)."""
-    import cc3d
+    from ._common import label_components
 
     seg = np.asarray(seg)
-    return {c: cc3d.connected_components(seg == c, connectivity=8 if seg.ndim == 2 else 26)
-            for c in classes}
+    return {c: label_components(seg == c, 8 if seg.ndim == 2 else 26)[0] for c in classes}
 
 
 def monusac_pq(pred_instances: Dict[int, np.ndarray], ref_instances: Dict[int, np.ndarray],

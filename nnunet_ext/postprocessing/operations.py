@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Optional, Sequence, Tuple
 
-import cc3d
 import numpy as np
+
+from nnunet_ext.evaluation._common import label_components as _cc3d_labels
 
 #: allowed foreground connectivities per number of array axes (first = default)
 CONNECTIVITIES = {3: (26, 18, 6), 2: (8, 4)}
@@ -103,7 +104,7 @@ def label_components(mask, connectivity: Optional[int] = None) -> Tuple[np.ndarr
     # one layer of background around the crop: cc3d (4.1) fails on arrays with an axis of
     # length 1 under 26-connectivity, and the padding does not change the labelling
     padded = np.pad(m[box], 1, mode="constant", constant_values=False)
-    crop, n = cc3d.connected_components(padded, connectivity=conn, return_N=True)
+    crop, n = _cc3d_labels(padded, conn)
     crop = crop[(slice(1, -1),) * m.ndim]
     labels[box] = crop
     sizes = np.bincount(crop.ravel(), minlength=n + 1)[1:].astype(np.int64)
@@ -217,7 +218,7 @@ def hole_mask(mask, connectivity: Optional[int] = None) -> np.ndarray:
     # background outside the bounding box is connected to the border anyway; one padding layer
     # makes everything that reaches the border one component (the one at the corner)
     crop = np.pad(~m[box], 1, mode="constant", constant_values=True)
-    bg = cc3d.connected_components(crop, connectivity=_BACKGROUND[conn])
+    bg, _ = _cc3d_labels(crop, _BACKGROUND[conn])
     outside = bg[(0,) * m.ndim]
     holes = (bg != 0) & (bg != outside)
     out[box] = holes[(slice(1, -1),) * m.ndim]
