@@ -103,38 +103,11 @@ def _read(reader, path: str, allowed, what: str) -> Tuple[np.ndarray, Tuple[floa
     return seg, spacing, props
 
 
-def _evaluate_case(job) -> List[Dict[str, object]]:
-    (case, pred_path, ref_path, reader_cls, classes, ignore, metrics, tolerance, percentile,
-     empty_distance, skeleton, allowed) = job
-    reader = reader_cls()
-    ref, sp_ref, ref_props = _read(reader, ref_path, allowed, "reference")
-    pred, sp_pred, pred_props = _read(reader, pred_path, allowed, "prediction")
-    if pred.shape != ref.shape:
-        raise ImageReadError(None, f"case {case}: prediction {pred_path} has shape {pred.shape}, "
-                                   f"reference {ref_path} has shape {ref.shape}")
-    problem = geometry_problem(pred_props, ref_props, f"reference {ref_path}")
-    if problem is not None:
-        raise ImageReadError(pred_path, f"prediction {problem}")
-    valid = None if ignore is None else ref != ignore
-    rows = []
-    for name, values in classes:
-        p = np.isin(pred, values)
-        r = np.isin(ref, values)
-        if valid is not None:
-            p &= valid
-            r &= valid
-        res = case_metrics(p, r, sp_ref, metrics=metrics, tolerance=tolerance,
-                           percentile=percentile, empty_distance=empty_distance,
-                           skeleton=skeleton)
-        rows.append({"case": case, "class": name, "labels": "+".join(map(str, values)), **res})
-    return rows
-
-
 def _evaluate_case_many(job) -> List[List[Dict[str, object]]]:
     """One case against several predictions (``None`` where a folder lacks the case): the
     reference is read once and each class's reference mask prepared once
     (:class:`~nnunet_ext.evaluation.PreparedReference`); rows per prediction, identical to
-    :func:`_evaluate_case` for each."""
+    scoring each prediction against the plain reference mask."""
     (case, pred_paths, ref_path, reader_cls, classes, ignore, metrics, tolerance, percentile,
      empty_distance, skeleton, allowed) = job
     reader = reader_cls()
@@ -279,42 +252,12 @@ def evaluate_folders(
     rows, summary
         One dict per (case, class) and the summary dict written to JSON.
     """
-    from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
-    from tqdm import tqdm
-
-    names = check_metric_names(metrics)
-    check_skeleton_method(skeleton)
-    dj = load_dataset_json(dataset_json)
-    classes = classes_from_dataset_json(dj)
-    ignore = _ignore_label(dj)
-    fe = dj["file_ending"]
-    files = _list_cases(pred_folder, ref_folder, fe, only_predicted)
     out = pred_folder if output_folder is None else output_folder
-    if write:
-        check_output_folder(out, EVALUATION_OUTPUTS, overwrite)
-    check_image_file(os.path.join(ref_folder, files[0]), "reference")  # the reader is chosen by reading it
-    reader_cls = determine_reader_writer_from_dataset_json(dj, os.path.join(ref_folder, files[0]))
-    allowed = label_values_of_dataset_json(dj)
-    jobs = [(f[: -len(fe)], os.path.join(pred_folder, f), os.path.join(ref_folder, f), reader_cls,
-             classes, ignore, names, tolerance, percentile, empty_distance, skeleton, allowed)
-            for f in files]
-    rows: List[Dict[str, object]] = []
-    bar = tqdm(total=len(jobs), desc="evaluating", unit="case", disable=not progress)
-    try:
-        if num_processes <= 1:
-            for job in jobs:
-                rows.extend(_evaluate_case(job))
-                bar.update()
-        else:
-            with multiprocessing.get_context("spawn").Pool(num_processes) as pool:
-                for res in pool.imap_unordered(_evaluate_case, jobs):
-                    rows.extend(res)
-                    bar.update()
-    finally:
-        bar.close()
-    return _finish_rows(rows, [job[0] for job in jobs], classes, names, n_resamples, seed,
-                        tolerance, percentile, skeleton, empty_distance, ignore,
-                        out if write else None)
+    return evaluate_folders_many(
+        [pred_folder], ref_folder, dataset_json, [out], metrics=metrics, num_processes=num_processes,
+        tolerance=tolerance, percentile=percentile, empty_distance=empty_distance, n_resamples=n_resamples,
+        seed=seed, progress=progress, only_predicted=only_predicted, write=write, skeleton=skeleton,
+        overwrite=overwrite)[0]
 
 
 def _finish_rows(rows, cases, classes, names, n_resamples, seed, tolerance, percentile, skeleton,
@@ -399,7 +342,8 @@ def evaluate_folders_many(
              percentile, empty_distance, skeleton, allowed)
             for f in every]
     rows: List[List[Dict[str, object]]] = [[] for _ in pred_folders]
-    bar = tqdm(total=len(jobs), desc=f"evaluating {len(pred_folders)} predictions", unit="case",
+    bar = tqdm(total=len(jobs), unit="case",
+               desc="evaluating" if len(pred_folders) == 1 else f"evaluating {len(pred_folders)} predictions",
                disable=not progress)
     try:
         if num_processes <= 1:
