@@ -76,8 +76,8 @@ CV_METRIC = "topology"
 
 
 #: version of ``determine``'s defaults the cached choices were made with (2: the topology objective's
-#: clDice guard)
-CV_DETERMINE_VERSION = 2
+#: clDice guard; 3: boolean 2D masks labelled correctly)
+CV_DETERMINE_VERSION = 3
 
 
 def cv_key(max_dice_drop: Optional[float] = None) -> str:

@@ -1,10 +1,7 @@
 """Write a synthetic tube dataset in nnU-Net raw format, in one of nnU-Net's three label modes."""
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -88,43 +85,19 @@ def write_synthetic_dataset(
         raise ValueError(f"kind must be one of {sorted(DATASET_KINDS)}, got {kind!r}")
     if not 1 <= dataset_id <= 999:
         raise ValueError(f"dataset_id must be in 1..999, got {dataset_id}")
+    from nnunet_ext.synthetic.staging import write_raw_dataset
+
     labels, regions_class_order, radius_range = DATASET_KINDS[kind]
     name = name or f"SyntheticTubes{kind.capitalize()}"
-    raw_root = Path(raw_root)
-    target = raw_root / f"Dataset{dataset_id:03d}_{name}"
-    clashing = sorted(raw_root.glob(f"Dataset{dataset_id:03d}_*")) if raw_root.is_dir() else []
-    if clashing and not overwrite:
-        raise FileExistsError(f"{clashing[0]} already exists (dataset id {dataset_id} is taken); pass overwrite=True "
-                              f"to replace it or choose another id")
-    raw_root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=raw_root))
-    try:
-        for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
-            (staging / sub).mkdir()
-        for i in range(n_train + n_test):
-            rng = np.random.default_rng(seed + i)
-            tree = branching_tubes(shape, spacing, n_roots=2, depth=2, radius_range=radius_range, seed=seed + i)
-            image = vessel_image(tree, seed=seed + 10_000 + i)
-            seg = _label_map(kind, tree, rng)
-            train = i < n_train
-            case = f"tubes_{i:03d}"
-            _write_nifti(image, spacing, staging / ("imagesTr" if train else "imagesTs") / f"{case}_0000.nii.gz")
-            _write_nifti(seg, spacing, staging / ("labelsTr" if train else "labelsTs") / f"{case}.nii.gz")
-        dataset_json = {
-            "channel_names": {"0": "two-photon"},
-            "labels": labels,
-            "numTraining": n_train,
-            "file_ending": ".nii.gz",
-            "name": name,
-            "description": f"Synthetic branching tubes ({kind}), written by nnunet-ext",
-        }
-        if regions_class_order is not None:
-            dataset_json["regions_class_order"] = regions_class_order
-        (staging / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
-        for old in clashing:
-            shutil.rmtree(old)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target
+
+    def make_case(i: int):
+        rng = np.random.default_rng(seed + i)
+        tree = branching_tubes(shape, spacing, n_roots=2, depth=2, radius_range=radius_range, seed=seed + i)
+        return vessel_image(tree, seed=seed + 10_000 + i), _label_map(kind, tree, rng)
+
+    dataset_json = {"channel_names": {"0": "two-photon"}, "labels": labels,
+                    "description": f"Synthetic branching tubes ({kind}), written by nnunet-ext"}
+    if regions_class_order is not None:
+        dataset_json["regions_class_order"] = regions_class_order
+    return write_raw_dataset(raw_root, dataset_id, name, make_case, n_train, n_test, spacing, dataset_json,
+                             overwrite=overwrite, prefix="tubes")
