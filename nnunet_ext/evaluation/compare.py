@@ -125,35 +125,15 @@ def evaluate_nnunet_results(
         Evaluate again even if a fold's ``validation/metrics_per_case.csv`` exists (otherwise it
         is reused).
     num_processes, progress, evaluate_kwargs
-        Passed to :func:`nnunet_ext.evaluation.folder.evaluate_folders`.
+        Passed to :func:`nnunet_ext.evaluation.folder.evaluate_folders` (through
+        :func:`evaluate_nnunet_results_many` of this one folder).
 
     Returns
     -------
     Rows of all folds together, with a ``fold`` entry.
     """
-    from .folder import evaluate_folders, reference_folder_of_results
-
-    results_folder = os.path.normpath(results_folder)
-    dj = os.path.join(results_folder, "dataset.json")
-    if not os.path.isfile(dj):
-        raise FileNotFoundError(f"nnU-Net results folder {results_folder} has no dataset.json")
-    folds = sorted(glob.glob(os.path.join(results_folder, "fold_*", "validation")),
-                   key=lambda p: _fold_sort_key(os.path.dirname(p)))
-    if not folds:
-        raise FileNotFoundError(f"no fold_*/validation folder in {results_folder}")
-    gt_folder = reference_folder_of_results(results_folder, gt_folder)
-    rows: Rows = []
-    for val in folds:
-        fold = os.path.basename(os.path.dirname(val))[len("fold_"):]
-        csv_path = os.path.join(val, "metrics_per_case.csv")
-        if recompute or not os.path.isfile(csv_path):
-            # gt_segmentations holds every training case, the fold only its validation cases
-            evaluate_folders(val, gt_folder, dj, output_folder=val, num_processes=num_processes,
-                             progress=progress, only_predicted=True, overwrite=True, **evaluate_kwargs)
-        for r in read_metrics_csv(csv_path):
-            r["fold"] = fold
-            rows.append(r)
-    return rows
+    return evaluate_nnunet_results_many([results_folder], gt_folder, recompute=recompute,
+                                        num_processes=num_processes, progress=progress, **evaluate_kwargs)[0]
 
 
 def evaluate_nnunet_results_many(
