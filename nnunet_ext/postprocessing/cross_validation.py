@@ -10,7 +10,6 @@ their output in log files; the demo and the topology-quality benchmark share thi
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
@@ -23,16 +22,13 @@ def run_cli(args: Sequence, log_file, env: Optional[Mapping[str, str]] = None) -
     """Run ``nnunet-ext ARGS`` (``python -m nnunet_ext.cli``) in a subprocess, its output in ``log_file``.
 
     Raises ``RuntimeError`` with the last 15 lines of the log if the command fails."""
-    log_file = Path(log_file)
-    log_file.parent.mkdir(parents=True, exist_ok=True)
+    from nnunet_ext.nnunet_commands import log_tail, run_logged
+
     args = [str(a) for a in args]
-    with open(log_file, "w") as log:
-        done = subprocess.run([sys.executable, "-m", "nnunet_ext.cli", *args],
-                              env=None if env is None else dict(env), stdout=log, stderr=subprocess.STDOUT)
-    if done.returncode != 0:
-        tail = "".join(log_file.read_text().splitlines(keepends=True)[-15:])
-        raise RuntimeError(f"nnunet-ext {' '.join(args[:2])} failed with exit status {done.returncode} "
-                           f"(log: {log_file}):\n{tail}")
+    status = run_logged([sys.executable, "-m", "nnunet_ext.cli", *args], log_file, env)
+    if status != 0:
+        raise RuntimeError(f"nnunet-ext {' '.join(args[:2])} failed with exit status {status} "
+                           f"(log: {log_file}):\n{log_tail(log_file, 15)}")
 
 
 def describe_pipeline(pipeline: Mapping) -> str:
