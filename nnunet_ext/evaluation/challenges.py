@@ -2,8 +2,9 @@
 
 * :func:`vesuvius_leaderboard_score` — Vesuvius Challenge Surface Detection (Kaggle 2025): the
   host's ``topometrics`` leaderboard score with the parameters the host ran.
-* :func:`brats_lesion_wise` — BraTS 2023 (``BraTS-2023-Metrics``) and 2024 GLI
-  (``BraTS-2024-Metrics``) lesion-wise Dice / HD95 with the legacy whole-volume scores.
+* :func:`brats_lesion_wise` — BraTS 2023 (``BraTS-2023-Metrics``) and 2024 GLI, SSA, MEN
+  (``BraTS-2024-Metrics``) lesion-wise Dice / HD95 (2024: and NSD, with the relabelling of
+  touching lesions of different tissues) with the legacy whole-volume scores.
 * :func:`monusac_pq` — MoNuSAC 2020 Panoptic Quality per class and sub-image.
 
 The definitions, with what was checked against which source, are in ``docs/metrics.md``
@@ -19,7 +20,9 @@ from __future__ import annotations
 import glob
 import importlib
 import importlib.util
+import itertools
 import os
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -35,6 +38,7 @@ CHALLENGE_METRICS: Dict[str, bool] = {
     # BraTS
     "lesion_dice": True, "lesion_hd95": False, "legacy_dice": True, "legacy_hd95": False,
     "num_tp": True, "num_fp": False, "num_fn": False,
+    "lesion_nsd05": True, "lesion_nsd10": True, "legacy_nsd05": True, "legacy_nsd10": True,
     # MoNuSAC
     "pq": True,
 }
@@ -51,6 +55,8 @@ def challenge_columns(challenge: str) -> Tuple[str, ...]:
         return _VESUVIUS_COLUMNS
     if challenge == "monusac":
         return ("pq",)
+    if challenge == "brats2024":
+        return _BRATS_COLUMNS + ("lesion_nsd05", "lesion_nsd10", "legacy_nsd05", "legacy_nsd10")
     return _BRATS_COLUMNS
 
 
@@ -302,29 +308,179 @@ def vesuvius_leaderboard_score(pred_seg, ref_seg, workers: int = 1,
 BRATS_REGIONS = {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,), "NETC": (1,), "SNFH": (2,), "RC": (4,)}
 #: 2023 sub-challenge -> (dilation iterations, lesion volume threshold)
 BRATS2023_PARAMETERS = {"GLI": (3, 50), "SSA": (3, 50), "MEN": (1, 50), "PED": (3, 50), "MET": (1, 2)}
-_BRATS2024_GLI_REGIONS = ("WT", "TC", "NETC", "SNFH", "ET", "RC")
 
 
-def _brats2024_gli(region: str) -> Tuple[int, int]:
-    """(dilation, threshold) of a 2024 GLI region as the script ran: it means dilation 5 for
-    SNFH, NETC and RC but tests the misspelt "SFNH", so SNFH gets 3."""
-    return (5 if region in ("NETC", "RC") else 3), (10 if region == "ET" else 20)
+@dataclass(frozen=True)
+class BratsRules:
+    """What one year's script of one sub-challenge computes.
+
+    ``dilation`` / ``threshold``: per tissue, the 18-neighbourhood dilations that merge lesions
+    and the lesion volume threshold; ``penalty``: HD95 of a missed lesion or a false positive;
+    ``merge_prediction``: prediction components are merged by dilation like the reference's and
+    prediction lesions of at most ``threshold`` voxels are removed (else: plain components);
+    ``touching``: tissue -> the other tissues whose lesions it is relabelled by, in the script's
+    order (lesions of the tissue touching one lesion of the other become one lesion);
+    ``nsd``: also the normalized surface Dice at 0.5 and 1.0; ``legacy_hd95_of_labels``: the
+    legacy HD95 is computed from the lesion label maps (:func:`label_map_hd95`)."""
+
+    regions: Tuple[str, ...]
+    dilation: Dict[str, int]
+    threshold: Dict[str, float]
+    penalty: float
+    merge_prediction: bool = False
+    touching: Dict[str, Tuple[str, ...]] = field(default_factory=dict)
+    nsd: bool = False
+    legacy_hd95_of_labels: bool = False
+
+
+def brats_rules(year: int, subchallenge: str = "GLI") -> BratsRules:
+    """The rules of ``BraTS-2023-Metrics`` (``year=2023``) or ``BraTS-2024-Metrics``
+    (``metrics_GLI.py``, ``metrics_SSA.py``, ``metrics_MEN.py``) as they ran."""
+    tissues = ("WT", "TC", "NETC", "SNFH", "ET", "RC")
+    if year == 2023 and subchallenge in BRATS2023_PARAMETERS:
+        d, t = BRATS2023_PARAMETERS[subchallenge]
+        return BratsRules(("WT", "TC", "ET"), dict.fromkeys(tissues, d), dict.fromkeys(tissues, t), 374.0)
+    if year == 2024 and subchallenge == "GLI":
+        # the script means dilation 5 for SNFH, NETC and RC but tests a misspelt "SFNH"
+        return BratsRules(tissues, {k: 5 if k in ("NETC", "RC") else 3 for k in tissues},
+                          {k: 10 if k == "ET" else 20 for k in tissues}, 337.0,
+                          merge_prediction=True, nsd=True, legacy_hd95_of_labels=True,
+                          touching={"NETC": ("ET", "RC"), "ET": ("NETC", "RC"),
+                                    "RC": ("ET", "NETC"), "SNFH": ("ET", "RC", "NETC")})
+    if year == 2024 and subchallenge == "SSA":
+        return BratsRules(("WT", "TC", "ET"), dict.fromkeys(tissues, 3), dict.fromkeys(tissues, 50),
+                          374.0, merge_prediction=True, nsd=True, legacy_hd95_of_labels=True,
+                          touching={"ET": ("NETC",)})
+    if year == 2024 and subchallenge == "MEN":
+        return BratsRules(("WT", "TC", "ET"), dict.fromkeys(tissues, 1), dict.fromkeys(tissues, 50),
+                          374.0, nsd=True)
+    raise ValueError(f"BraTS {year} sub-challenge {subchallenge!r} is not reproduced; "
+                     "2023: GLI, SSA, MEN, PED, MET; 2024: GLI, SSA, MEN")
 
 
 _STRUCT18 = ndimage.generate_binary_structure(3, 2)
+#: the 18 neighbour offsets of the 3D 18-neighbourhood (the scripts' "touching")
+_OFFSETS18 = np.array([o for o in itertools.product((-1, 0, 1), repeat=3)
+                       if 0 < sum(map(abs, o)) <= 2], dtype=np.int64)
 
 
-def _merged_by_dilation(mask: np.ndarray, iterations: int) -> np.ndarray:
+def _merged_by_dilation(mask: np.ndarray, iterations: int, scan: str) -> np.ndarray:
     """Components (26-connectivity) of ``mask`` that lie in one component of its dilation by the
-    18-neighbourhood (``iterations`` times) share one label."""
+    18-neighbourhood (``iterations`` times) share one label: the number cc3d gives that dilated
+    component when it scans the array in ``scan`` order ("C" or "F"), as the scripts number
+    lesions."""
     import cc3d
 
     dil = ndimage.binary_dilation(mask, structure=_STRUCT18, iterations=iterations)
-    return np.where(mask, cc3d.connected_components(dil, connectivity=26), 0).astype(np.int64)
+    lab = cc3d.connected_components(np.asarray(dil, order=scan), connectivity=26)
+    return np.where(mask, lab, 0).astype(np.int64)
+
+
+def _without_small_lesions(labels: np.ndarray, threshold: float) -> np.ndarray:
+    """Labels with the lesions of at most ``threshold`` voxels removed (the 2024 scripts'
+    prediction filter counts voxels, whatever the spacing)."""
+    ids, counts = np.unique(labels, return_counts=True)
+    small = ids[(counts <= threshold) & (ids != 0)]
+    return np.where(np.isin(labels, small), 0, labels) if small.size else labels
+
+
+def _touching_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The distinct (a label, b label) pairs of voxels that are 18-neighbours, shape (n, 2)."""
+    if not a.any() or not b.any():
+        return np.zeros((0, 2), np.int64)
+    nz = np.nonzero(a)
+    lo = [max(int(x.min()) - 1, 0) for x in nz]
+    hi = [min(int(x.max()) + 2, n) for x, n in zip(nz, a.shape)]
+    box = tuple(slice(l, h) for l, h in zip(lo, hi))
+    pa, pb = np.pad(a[box], 1), np.pad(b[box], 1)
+    strides = np.array([pa.shape[1] * pa.shape[2], pa.shape[2], 1], dtype=np.int64)
+    idx = np.flatnonzero(pa)
+    fa, fb = pa.ravel(), pb.ravel()
+    pairs = []
+    for off in _OFFSETS18 @ strides:
+        nb = fb[idx + off]
+        hit = nb != 0
+        pairs.append(np.stack([fa[idx[hit]], nb[hit]], axis=1))
+    return np.unique(np.concatenate(pairs), axis=0)
+
+
+def _relabel_by_touching(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The scripts' ``relabel_nifti_image(get_touching_labels(a, b), a)``: every lesion of ``a``
+    that touches lesions of ``b`` takes a new label for the smallest ``b`` label it touches, so
+    ``a`` lesions whose smallest touched ``b`` lesion is the same become one lesion (not
+    transitive: two ``a`` lesions sharing only a larger ``b`` lesion stay apart)."""
+    pairs = _touching_pairs(a, b)
+    if len(pairs) <= 1:  # the script relabels only for more than one pair (one cannot merge)
+        return a
+    first = np.unique(pairs[:, 0], return_index=True)[1]    # pairs are sorted: smallest b first
+    a_ids, b_min = pairs[first, 0], pairs[first, 1]
+    lookup = np.arange(int(a.max()) + 1, dtype=np.int64)
+    lookup[a_ids] = int(a.max()) + 1 + np.unique(b_min, return_inverse=True)[1].reshape(-1)
+    return lookup[a]
+
+
+def label_map_hd95(pred_labels: np.ndarray, ref_labels: np.ndarray, spacing) -> float:
+    """The 2024 GLI and SSA scripts' legacy HD95: DeepMind's robust HD95 called with the lesion
+    *label maps* instead of masks. Its surfel codes then come from the label values (uint8,
+    correlated with the 2x2x2 code kernel as the package does, out-of-range sums wrapping as
+    there), so with lesion numbers above 1 the surfels and their areas differ from the masks'.
+    Equal to :func:`deepmind_hd95` of the masks when every label is 0 or 1. ``inf`` when a side
+    has no surfel."""
+    sd = _surface_distance()
+    from surface_distance import lookup_tables
+
+    nz = np.nonzero((pred_labels != 0) | (ref_labels != 0))
+    if not nz[0].size:
+        return float("inf")
+    lo = [int(x.min()) for x in nz]
+    hi = [int(x.max()) + 1 for x in nz]
+    area = lookup_tables.create_table_neighbour_code_to_surface_area(tuple(spacing))
+    codes, borders = [], []
+    for labels in (ref_labels, pred_labels):
+        crop = np.zeros([h - l + 1 for l, h in zip(lo, hi)], np.uint8)   # one layer at the top
+        crop[:-1, :-1, :-1] = labels[tuple(slice(l, h) for l, h in zip(lo, hi))]  # wraps mod 256
+        code = ndimage.correlate(crop, lookup_tables.ENCODE_NEIGHBOURHOOD_3D_KERNEL,
+                                 mode="constant", cval=0)
+        codes.append(code)
+        borders.append((code != 0) & (code != 255))
+    if not borders[0].any() or not borders[1].any():
+        return float("inf")
+    dist = [ndimage.distance_transform_edt(~b, sampling=spacing) for b in borders]
+    surfaces = {"distances_gt_to_pred": dist[1][borders[0]], "surfel_areas_gt": area[codes[0][borders[0]]],
+                "distances_pred_to_gt": dist[0][borders[1]], "surfel_areas_pred": area[codes[1][borders[1]]]}
+    for d, a in (("distances_gt_to_pred", "surfel_areas_gt"), ("distances_pred_to_gt", "surfel_areas_pred")):
+        order = np.lexsort((surfaces[a], surfaces[d]))
+        surfaces[d], surfaces[a] = surfaces[d][order], surfaces[a][order]
+    return float(sd.compute_robust_hausdorff(surfaces, 95))
+
+
+def medpy_nsd(pred: np.ndarray, ref: np.ndarray, spacing, tolerance: float) -> float:
+    """Normalized surface Dice as the 2024 BraTS scripts compute it (nnU-Net v1's
+    ``normalized_surface_dice`` on MedPy's border distances): border voxels = mask minus its
+    erosion by the 6-neighbourhood; ``(Pp + Pr) / 2`` where ``Pp`` is the fraction of prediction
+    border voxels within ``tolerance`` (mm) of a reference border voxel and ``Pr`` the converse
+    (with the script's 1e-8 in the denominator). Both empty → 1, one empty → 0."""
+    pred, ref = np.asarray(pred, bool), np.asarray(ref, bool)
+    if not pred.any() and not ref.any():
+        return 1.0
+    if not pred.any() or not ref.any():
+        return 0.0
+    nz = np.nonzero(pred | ref)
+    box = tuple(slice(max(int(x.min()) - 1, 0), int(x.max()) + 2) for x in nz)
+    p, r = np.pad(pred[box], 1), np.pad(ref[box], 1)   # the erosion's outside is background
+    six = ndimage.generate_binary_structure(p.ndim, 1)
+    bp = p ^ ndimage.binary_erosion(p, structure=six)
+    br = r ^ ndimage.binary_erosion(r, structure=six)
+    sp = np.asarray(spacing, dtype=np.float64)
+    to_r = ndimage.distance_transform_edt(~br, sampling=sp)[bp]
+    to_p = ndimage.distance_transform_edt(~bp, sampling=sp)[br]
+    tp = np.mean(to_r <= tolerance) + np.mean(to_p <= tolerance)
+    miss = np.mean(to_r > tolerance) + np.mean(to_p > tolerance)
+    return float(tp / (tp + miss + 1e-8))
 
 
 def _lesion_scores(pred_labels: np.ndarray, ref_labels: np.ndarray, spacing, dilation: int,
-                   threshold: float, penalty: float) -> Dict[str, float]:
+                   threshold: float, penalty: float, nsd: bool) -> Dict[str, float]:
     voxel_volume = float(np.prod(spacing))
     tp_ids, rows = set(), []
     pred_boxes = ndimage.find_objects(pred_labels)
@@ -339,8 +495,9 @@ def _lesion_scores(pred_labels: np.ndarray, ref_labels: np.ndarray, spacing, dil
         hits = np.unique(pred_labels[grow][roi])
         hits = hits[hits != 0]
         tp_ids.update(int(h) for h in hits)
-        # Dice and HD95 between the lesion and the union of the touching prediction components,
-        # inside a box holding both (both metrics are translation-invariant)
+        # Dice, HD95 and NSD between the lesion and the union of the touching prediction
+        # components, inside a box holding both (every one of them is translation-invariant,
+        # and both masks are background all around the box)
         boxes = [grow] + [pred_boxes[h - 1] for h in hits]
         big = tuple(slice(min(b[a].start for b in boxes), max(b[a].stop for b in boxes))
                     for a in range(3))
@@ -348,19 +505,28 @@ def _lesion_scores(pred_labels: np.ndarray, ref_labels: np.ndarray, spacing, dil
         p = np.isin(pred_labels[big], hits) if hits.size else np.zeros_like(g)
         dice = 2.0 * np.count_nonzero(g & p) / (np.count_nonzero(g) + np.count_nonzero(p))
         hd = deepmind_hd95(p, g, spacing) if hits.size else float("inf")
+        nsds = tuple(medpy_nsd(p, g, spacing, t) for t in _NSD_TOLERANCES) if nsd else ()
         rows.append((np.count_nonzero(g) * voxel_volume, hits.size > 0, dice,
-                     penalty if not np.isfinite(hd) else hd))
+                     penalty if not np.isfinite(hd) else hd, nsds))
     n_fp = len(set(np.unique(pred_labels).tolist()) - tp_ids - {0})
     kept = [r for r in rows if r[0] > threshold]
     denom = len(kept) + n_fp
-    return {"lesion_dice": 1.0 if denom == 0 else sum(r[2] for r in kept) / denom,
-            "lesion_hd95": 0.0 if denom == 0 else (sum(r[3] for r in kept) + penalty * n_fp) / denom,
-            "num_tp": float(sum(1 for r in kept if r[1])), "num_fp": float(n_fp),
-            "num_fn": float(sum(1 for r in kept if not r[1]))}
+    out = {"lesion_dice": 1.0 if denom == 0 else sum(r[2] for r in kept) / denom,
+           "lesion_hd95": 0.0 if denom == 0 else (sum(r[3] for r in kept) + penalty * n_fp) / denom,
+           "num_tp": float(sum(1 for r in kept if r[1])), "num_fp": float(n_fp),
+           "num_fn": float(sum(1 for r in kept if not r[1]))}
+    for i, name in enumerate(_NSD_NAMES if nsd else ()):
+        out[f"lesion_{name}"] = 1.0 if denom == 0 else sum(r[4][i] for r in kept) / denom
+    return out
+
+
+#: NSD tolerances (mm) of the 2024 scripts and their column suffixes
+_NSD_TOLERANCES = (0.5, 1.0)
+_NSD_NAMES = ("nsd05", "nsd10")
 
 
 def brats_lesion_wise(pred_seg, ref_seg, spacing=(1.0, 1.0, 1.0), year: int = 2023,
-                      subchallenge: str = "GLI") -> Dict[str, Dict[str, float]]:
+                      subchallenge: str = "GLI", axis_order: str = "zyx") -> Dict[str, Dict[str, float]]:
     """BraTS lesion-wise and legacy scores of one case, per region.
 
     Parameters
@@ -368,16 +534,23 @@ def brats_lesion_wise(pred_seg, ref_seg, spacing=(1.0, 1.0, 1.0), year: int = 20
     pred_seg, ref_seg : ndarray of int, 3D, same shape
         Label maps in the BraTS 2023 convention (1 NETC, 2 SNFH, 3 ET; 4 RC in 2024 GLI).
     spacing : sequence of float
-        Voxel size (the scripts read the NIfTI zooms; lesion volumes are voxels × voxel volume).
+        Voxel size along the array axes (the scripts read the NIfTI zooms; lesion volumes are
+        voxels × voxel volume).
     year : {2023, 2024}
     subchallenge : {"GLI", "SSA", "MEN", "PED", "MET"}
-        2023: each with its (dilation, threshold); 2024: GLI with its own rules; SSA and MEN
-        keep the 2023 method.
+        2023: each with its (dilation, threshold); 2024: GLI, SSA and MEN with their scripts'
+        rules (:func:`brats_rules`).
+    axis_order : {"zyx", "xyz"}
+        Axis order of the arrays: "zyx" as nnU-Net's and SimpleITK's readers give them, "xyz"
+        as nibabel does. It only matters for the 2024 relabelling of touching lesions of
+        different tissues, where the lesion numbers of the script's scan (x fastest) decide
+        which lesions become one.
 
     Returns
     -------
     dict region -> ``lesion_dice``, ``lesion_hd95``, ``legacy_dice``, ``legacy_hd95``,
-    ``num_tp``, ``num_fp``, ``num_fn``. Regions: WT, TC, ET (2024 GLI: WT, TC, NETC, SNFH, ET, RC).
+    ``num_tp``, ``num_fp``, ``num_fn``, and for 2024 ``lesion_nsd05``, ``lesion_nsd10``,
+    ``legacy_nsd05``, ``legacy_nsd10``. Regions: WT, TC, ET (2024 GLI: WT, TC, NETC, SNFH, ET, RC).
     """
     import cc3d
 
@@ -385,39 +558,49 @@ def brats_lesion_wise(pred_seg, ref_seg, spacing=(1.0, 1.0, 1.0), year: int = 20
     if pred_seg.shape != ref_seg.shape or pred_seg.ndim != 3:
         raise ValueError(f"BraTS volumes must be 3D and of equal shape, got {pred_seg.shape} and "
                          f"{ref_seg.shape}")
+    if axis_order not in ("zyx", "xyz"):
+        raise ValueError(f"axis_order must be 'zyx' or 'xyz', got {axis_order!r}")
+    rules = brats_rules(year, subchallenge)
+    scan = "F" if axis_order == "zyx" else "C"
     sp = tuple(float(s) for s in spacing)
-    if year == 2024 and subchallenge == "GLI":
-        regions, penalty = _BRATS2024_GLI_REGIONS, 337.0
-    elif year in (2023, 2024) and subchallenge in BRATS2023_PARAMETERS and \
-            (year == 2023 or subchallenge in ("SSA", "MEN")):
-        regions, penalty = ("WT", "TC", "ET"), 374.0
-    else:
-        raise ValueError(f"BraTS {year} sub-challenge {subchallenge!r} is not reproduced; "
-                         "2023: GLI, SSA, MEN, PED, MET; 2024: GLI, SSA, MEN")
+
+    def lesions(seg, tissue, prediction):
+        mask = np.isin(seg, BRATS_REGIONS[tissue])
+        if prediction and not rules.merge_prediction:
+            return cc3d.connected_components(mask, connectivity=26).astype(np.int64)
+        lab = _merged_by_dilation(mask, rules.dilation[tissue], scan)
+        return _without_small_lesions(lab, rules.threshold[tissue]) if prediction else lab
+
+    needed = set(rules.regions) | {t for others in rules.touching.values() for t in others}
+    merged = {side: {t: lesions(seg, t, side == "pred") for t in needed}
+              for side, seg in (("pred", pred_seg), ("ref", ref_seg))}
     out = {}
-    for region in regions:
-        values = BRATS_REGIONS[region]
-        p = np.isin(pred_seg, values)
-        r = np.isin(ref_seg, values)
-        if year == 2024 and subchallenge == "GLI":
-            dilation, threshold = _brats2024_gli(region)
-            pl = _merged_by_dilation(p, dilation)
-            ids, counts = np.unique(pl, return_counts=True)
-            small = ids[(counts <= threshold) & (ids != 0)]  # voxel counts, as the script
-            if small.size:
-                pl[np.isin(pl, small)] = 0
-            p = pl > 0
-        else:
-            dilation, threshold = BRATS2023_PARAMETERS[subchallenge]
-            pl = cc3d.connected_components(p, connectivity=26).astype(np.int64)
-        rl = _merged_by_dilation(r, dilation)
-        res = _lesion_scores(pl, rl, sp, dilation, threshold, penalty)
+    for region in rules.regions:
+        pl, rl = merged["pred"][region], merged["ref"][region]
+        if region in rules.touching:
+            for other in rules.touching[region]:
+                pl = _relabel_by_touching(pl, merged["pred"][other])
+                rl = _relabel_by_touching(rl, merged["ref"][other])
+            # the script then numbers the lesions 1..n in the order of their old numbers
+            pl, rl = (np.unique(x, return_inverse=True)[1].reshape(x.shape) for x in (pl, rl))
+        res = _lesion_scores(pl, rl, sp, rules.dilation[region], rules.threshold[region],
+                             rules.penalty, rules.nsd)
+        p, r = pl > 0, rl > 0
         if not p.any() and not r.any():
             res["legacy_dice"], res["legacy_hd95"] = 1.0, 0.0
         else:
             res["legacy_dice"] = 2.0 * np.count_nonzero(p & r) / (np.count_nonzero(p) + np.count_nonzero(r))
-            hd = deepmind_hd95(p, r, sp) if p.any() and r.any() else float("inf")
-            res["legacy_hd95"] = hd if np.isfinite(hd) else penalty
+            if not (p.any() and r.any()):
+                hd = float("inf")
+            elif rules.legacy_hd95_of_labels:
+                # its surfel codes depend on the axis order: the script's is x, y, z
+                xyz = (lambda a: a) if axis_order == "xyz" else (lambda a: a.transpose(2, 1, 0))
+                hd = label_map_hd95(xyz(pl), xyz(rl), sp if axis_order == "xyz" else sp[::-1])
+            else:
+                hd = deepmind_hd95(p, r, sp)
+            res["legacy_hd95"] = hd if np.isfinite(hd) else rules.penalty
+        for name, t in zip(_NSD_NAMES if rules.nsd else (), _NSD_TOLERANCES):
+            res[f"legacy_{name}"] = medpy_nsd(p, r, sp, t)
         out[region] = res
     return out
 
