@@ -120,7 +120,8 @@ def deepmind_hd95(pred: np.ndarray, ref: np.ndarray, spacing) -> float:
 
 # --- Vesuvius ------------------------------------------------------------------------------------
 
-#: parameters the host ran (the package's own defaults differ: voi_alpha 1.0, tolerance 1.0)
+#: parameters the host ran (compute_leaderboard_score's own default differs in voi_alpha: 1.0;
+#: the package's README says tolerance 1.0, its code's default is 2.0)
 VESUVIUS_PARAMETERS = {"tolerance": 2.0, "voi_alpha": 0.3, "voi_connectivity": 26,
                        "weights": (0.3, 0.35, 0.35), "topo_weights": (0.34, 0.33, 0.33),
                        "ignore_label": 2, "splits": (2, 2, 2)}
@@ -260,6 +261,17 @@ def vesuvius_voi(pred: np.ndarray, ref: np.ndarray, connectivity: int = 26) -> T
     return float(split + merge), float(split), float(merge)
 
 
+def vesuvius_masks(pred_seg: np.ndarray, ref_seg: np.ndarray,
+                   ignore_label: Optional[int] = 2) -> Tuple[np.ndarray, np.ndarray]:
+    """The host's binarisation: voxels where the reference is ``ignore_label`` become background
+    in both volumes, then every non-zero voxel is foreground and NaN is background (the host
+    applies ``nan_to_num`` first)."""
+    keep = np.ones(ref_seg.shape, bool) if ignore_label is None else ref_seg != ignore_label
+    def foreground(a):
+        return (np.nan_to_num(a, nan=0.0) != 0) if np.issubdtype(a.dtype, np.floating) else a != 0
+    return foreground(pred_seg) & keep, foreground(ref_seg) & keep
+
+
 def vesuvius_leaderboard_score(pred_seg, ref_seg, workers: int = 1,
                                max_memory_gb: Optional[float] = None, progress: bool = False,
                                ignore_label: Optional[int] = 2) -> Dict[str, float]:
@@ -286,9 +298,7 @@ def vesuvius_leaderboard_score(pred_seg, ref_seg, workers: int = 1,
     if pred_seg.shape != ref_seg.shape or pred_seg.ndim != 3:
         raise ValueError(f"Vesuvius volumes must be 3D and of equal shape, got {pred_seg.shape} "
                          f"and {ref_seg.shape}")
-    keep = np.ones(ref_seg.shape, bool) if ignore_label is None else ref_seg != ignore_label
-    pred = (pred_seg != 0) & keep
-    ref = (ref_seg != 0) & keep
+    pred, ref = vesuvius_masks(pred_seg, ref_seg, ignore_label)
     par = VESUVIUS_PARAMETERS
     counts = vesuvius_topo_counts(pred, ref, workers, max_memory_gb, progress, par["splits"])
     topo, f1 = topo_score_from_counts(counts, par["topo_weights"])
