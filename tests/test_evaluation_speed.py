@@ -338,3 +338,49 @@ def test_planned_jobs_give_whole_array_skeleton_on_random_masks(seed):
     assert np.array_equal(skeletonize_mask(m, workers=2), whole)
     coords = skeleton_module.start_skeleton_coordinates([prepare_mask(m)])()[0]
     assert sorted(map(tuple, coords.tolist())) == sorted(map(tuple, np.argwhere(whole).tolist()))
+
+
+def _recording_find_objects(calls):
+    original = skeleton_module.ndimage.find_objects
+
+    def find_objects(labels, *args, **kwargs):
+        calls.append(labels.shape)
+        return original(labels, *args, **kwargs)
+
+    return find_objects
+
+
+def test_preview_skips_the_full_box_pass_when_one_call_is_cheaper(monkeypatch):
+    # a tree spanning the array with blobs: thinned in one call. With the preview on (forced for
+    # this small mask) the labels are read once on the stride grid, not in a full pass: what
+    # made the plan slower than the whole-array call on a mask it does not split
+    calls = []
+    monkeypatch.setattr(skeleton_module, "_PREVIEW_MIN_VOXELS", 0)
+    monkeypatch.setattr(skeleton_module.ndimage, "find_objects", _recording_find_objects(calls))
+    _, noisy = _tree_with_noise(np.random.default_rng(0))
+    prep = prepare_mask(noisy)
+    jobs, _ = skeleton_module._plan(prep, 0)
+    stride = skeleton_module._PREVIEW_STRIDE
+    assert len(jobs) == 1 and jobs[0].scan == prep.crop.size
+    assert calls == [tuple(-(-n // stride) for n in prep.labels.shape)]
+    # a mask that is split: preview, then the full pass, and the same jobs as without preview
+    m = _thick_tree_and_thin_blobs(np.random.default_rng(2))
+    prep = prepare_mask(m)
+    calls.clear()
+    jobs, fixed = skeleton_module._plan(prep, 0)
+    assert len(jobs) > 1 and calls[-1] == prep.labels.shape and len(calls) == 2
+    monkeypatch.setattr(skeleton_module, "_PREVIEW_MIN_VOXELS", 1 << 62)
+    assert skeleton_module._plan(prep, 0)[0] == jobs
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_skeletons_with_the_preview_equal_the_whole_array_call(seed, monkeypatch):
+    monkeypatch.setattr(skeleton_module, "_PREVIEW_MIN_VOXELS", 0)
+    rng = np.random.default_rng(200 + seed)
+    shape = [(18, 40, 44), (90, 80), (24, 40, 40)][seed]
+    m = reference.random_blobs(rng, shape, rng.uniform(0.05, 0.4), rng.uniform(0.6, 2.0))
+    if seed == 2:
+        m |= _tree_with_noise(rng)[0]
+    whole = skeletonize(m).astype(bool)
+    assert np.array_equal(skeletonize_mask(m), whole)
+    assert np.array_equal(skeletonize_mask(m, workers=2), whole)

@@ -52,6 +52,10 @@ _MAX_MERGE = 2000
 # When the largest component's padded box covers at least this fraction of the padded crop,
 # the crop is thinned in one call without planning a split.
 _WHOLE_CROP_FRACTION = 0.9
+# Crops of at least this many voxels preview the split decision on every _PREVIEW_STRIDE-th voxel
+# along each axis (1/64 of the labels in 3D) before the full box pass.
+_PREVIEW_MIN_VOXELS = 1 << 21
+_PREVIEW_STRIDE = 4
 
 # skeleton status of a pair (CLDiceResult.skeleton_status)
 SKELETON_OK = "ok"
@@ -159,50 +163,32 @@ def _merge(boxes: List[Tuple[slice, ...]], groups: List[List[int]], rounds: Sequ
             for i in np.flatnonzero(alive)]
 
 
-def _plan(prep: PreparedMask, mask_index: int) -> Tuple[List[_Job], np.ndarray]:
-    """Thinning jobs of one prepared mask, and the array coordinates of the voxels of its
-    components of one or two voxels, which are their own skeleton: Lee's thinning keeps end
-    points (one neighbour) and isolated voxels (their removal changes the Euler number), Zhang's
-    deletes only pixels with two or more neighbours.
-
-    Each job holds whole connected components (26- / 8-connectivity) and nothing else, so its
-    skeleton equals the union of the components' own skeletons: thinning decides on a voxel
-    from its 3x3(x3) neighbourhood, which never reaches into another component, and a component
-    that stopped changing stays unchanged while others are still thinned.
-
-    The split is only taken when its estimated cost (:func:`_job_cost`) is below that of one
-    call over the whole crop. The plan reads the component labels once
-    (:func:`scipy.ndimage.find_objects`); everything else works on the (n_components, ndim)
-    box arrays.
-    """
-    whole = _whole_crop_job(prep, mask_index)
-    none = np.zeros((0, prep.ndim), np.int64)
-    if prep.n_components == 1:
-        return [whole], none
-    objects = ndimage.find_objects(prep.labels)
+def _component_boxes(labels: np.ndarray, stride: int = 1):
+    """Labels ``ks`` (n,) and bounding boxes ``lo``, ``hi`` (n, ndim) of the components of a
+    label array, from one :func:`scipy.ndimage.find_objects` pass. With ``stride > 1`` the pass
+    reads every ``stride``-th voxel along each axis (``stride ** ndim`` times fewer): the boxes
+    are then supersets of the components' boxes seen on that grid, and components without a
+    voxel on it are missing — a preview, not a plan."""
+    grid = labels if stride == 1 else labels[(slice(None, None, stride),) * labels.ndim]
+    objects = ndimage.find_objects(grid)
     ks = np.array([k for k, b in enumerate(objects, start=1) if b is not None], dtype=np.int64)
     bounds = np.array([x for b in objects if b is not None for s in b for x in (s.start, s.stop)],
-                      dtype=np.int64).reshape(len(ks), prep.ndim, 2)
+                      dtype=np.int64).reshape(len(ks), labels.ndim, 2)
     lo, hi = bounds[..., 0], bounds[..., 1]
-    if np.prod(hi - lo + 2, axis=1).max() >= _WHOLE_CROP_FRACTION * whole.scan:
+    if stride > 1:
+        lo = np.maximum(lo * stride - (stride - 1), 0)
+        hi = np.minimum(hi * stride, np.asarray(labels.shape, dtype=np.int64))
+    return ks, lo, hi
+
+
+def _jobs_from_boxes(prep: PreparedMask, mask_index: int, ks, lo, hi) -> Tuple[List[_Job], float]:
+    """Thinning jobs of the components ``ks`` with boxes ``lo``, ``hi`` (large components alone,
+    small ones grouped by grid cell, then merged while that saves work) and their estimated
+    cost; ``([], inf)`` when the largest component's box spans the crop."""
+    whole_scan = int(np.prod(prep.crop.shape))
+    if np.prod(hi - lo + 2, axis=1).max() >= _WHOLE_CROP_FRACTION * whole_scan:
         # the largest component's box spans the crop: per-component boxes would overlap it
-        return [whole], none
-    # components of at most 2x2(x2) voxels: those of one or two voxels are their own skeleton
-    tiny = np.flatnonzero((hi - lo).max(axis=1) <= 2)
-    keep = np.ones(len(ks), dtype=bool)
-    fixed = none
-    if tiny.size:
-        offsets = np.indices((2,) * prep.ndim).reshape(prep.ndim, -1).T
-        at = lo[tiny, None, :] + offsets[None]                        # (n, 2^ndim, ndim)
-        inside = np.all(at < hi[tiny, None, :], axis=2)
-        at = np.where(inside[..., None], at, lo[tiny, None, :])
-        own = inside & (prep.labels[tuple(np.moveaxis(at, 2, 0))] == ks[tiny, None])
-        small = own.sum(axis=1) <= 2
-        fixed = at[small][own[small]]
-        keep[tiny[small]] = False
-    ks, lo, hi = ks[keep], lo[keep], hi[keep]
-    if not len(ks):
-        return [], fixed + np.asarray(prep.origin, dtype=np.int64)
+        return [], float("inf")
     depth = (hi - lo).min(axis=1) // 2 + 1
     big = np.prod(hi - lo + 2, axis=1) > _SMALL_BOX
     singles = [(tuple(slice(int(l), int(h)) for l, h in zip(lo[i], hi[i])), [int(ks[i])])
@@ -226,12 +212,64 @@ def _plan(prep: PreparedMask, mask_index: int) -> Tuple[List[_Job], np.ndarray]:
                          [int(rounds[g].max()) for _, g in singles])
     # grow every box by the one voxel of background the thinning needs around the components
     # (inside the crop, which has that layer around all components)
-    boxes = [tuple(slice(s.start - 1, s.stop + 1) for s in box) for box, _ in singles]
+    boxes = [tuple(slice(max(s.start - 1, 0), min(s.stop + 1, n))
+                   for s, n in zip(box, prep.crop.shape)) for box, _ in singles]
     jobs = [_Job(mask_index, box, tuple(sorted(int(k) for k in g)),
                  int(np.prod([s.stop - s.start for s in box])))
             for box, (_, g) in zip(boxes, singles)]
-    split = sum(_job_cost(j, int(rounds[list(j.ks)].max()), prep.n_components) for j in jobs)
-    if len(jobs) > 1 and split >= _job_cost(whole, int(rounds.max()), prep.n_components):
+    cost = sum(_job_cost(j, int(rounds[list(j.ks)].max()), prep.n_components) for j in jobs)
+    return jobs, cost
+
+
+def _plan(prep: PreparedMask, mask_index: int) -> Tuple[List[_Job], np.ndarray]:
+    """Thinning jobs of one prepared mask, and the array coordinates of the voxels of its
+    components of one or two voxels, which are their own skeleton: Lee's thinning keeps end
+    points (one neighbour) and isolated voxels (their removal changes the Euler number), Zhang's
+    deletes only pixels with two or more neighbours.
+
+    Each job holds whole connected components (26- / 8-connectivity) and nothing else, so its
+    skeleton equals the union of the components' own skeletons: thinning decides on a voxel
+    from its 3x3(x3) neighbourhood, which never reaches into another component, and a component
+    that stopped changing stays unchanged while others are still thinned.
+
+    The split is only taken when its estimated cost (:func:`_job_cost`) is below that of one
+    call over the whole crop. On a large crop the decision is first previewed on every
+    ``_PREVIEW_STRIDE``-th voxel (superset boxes: a split that does not pay there is not
+    tried), so that a mask that will be thinned in one call pays only that cheap pass; the plan
+    itself reads the component labels once (:func:`scipy.ndimage.find_objects`), everything
+    else works on the (n_components, ndim) box arrays.
+    """
+    whole = _whole_crop_job(prep, mask_index)
+    none = np.zeros((0, prep.ndim), np.int64)
+    if prep.n_components == 1:
+        return [whole], none
+    if whole.scan >= _PREVIEW_MIN_VOXELS:
+        pks, plo, phi = _component_boxes(prep.labels, _PREVIEW_STRIDE)
+        if len(pks):
+            jobs, cost = _jobs_from_boxes(prep, mask_index, pks, plo, phi)
+            rounds = int(((phi - plo).min(axis=1) // 2 + 1).max())
+            if not jobs or cost >= _job_cost(whole, rounds, prep.n_components):
+                return [whole], none
+    ks, lo, hi = _component_boxes(prep.labels)
+    # components of at most 2x2(x2) voxels: those of one or two voxels are their own skeleton
+    tiny = np.flatnonzero((hi - lo).max(axis=1) <= 2)
+    keep = np.ones(len(ks), dtype=bool)
+    fixed = none
+    if tiny.size:
+        offsets = np.indices((2,) * prep.ndim).reshape(prep.ndim, -1).T
+        at = lo[tiny, None, :] + offsets[None]                        # (n, 2^ndim, ndim)
+        inside = np.all(at < hi[tiny, None, :], axis=2)
+        at = np.where(inside[..., None], at, lo[tiny, None, :])
+        own = inside & (prep.labels[tuple(np.moveaxis(at, 2, 0))] == ks[tiny, None])
+        small = own.sum(axis=1) <= 2
+        fixed = at[small][own[small]]
+        keep[tiny[small]] = False
+    ks, lo, hi = ks[keep], lo[keep], hi[keep]
+    if not len(ks):
+        return [], fixed + np.asarray(prep.origin, dtype=np.int64)
+    jobs, split = _jobs_from_boxes(prep, mask_index, ks, lo, hi)
+    rounds = int(((hi - lo).min(axis=1) // 2 + 1).max())
+    if not jobs or (len(jobs) > 1 and split >= _job_cost(whole, rounds, prep.n_components)):
         # the jobs together would cost about as much as the crop in one call, or more
         return [whole], none
     return jobs, fixed + np.asarray(prep.origin, dtype=np.int64)
