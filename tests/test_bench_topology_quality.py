@@ -311,6 +311,14 @@ def test_new_datasets_are_written_in_nnunet_format(bench, tmp_path, key):
     image = sitk.ReadImage(str(folder / "imagesTr" / "case_000_0000.nii.gz"))
     if key == "sheets3d":
         assert label.shape == spec.shape and set(np.unique(label)) == {0, 1}
+        # the sheets lie close, but every reference sheet stays one component of its own under
+        # the full (26-) connectivity the metrics use, with its holes
+        from nnunet_ext.evaluation import betti_numbers
+
+        for case in ("case_000", "case_001"):
+            lab = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "labelsTr" / f"{case}.nii.gz")))
+            assert tuple(betti_numbers(lab > 0)[:2]) == (spec.case_options["n_sheets"],
+                                                         spec.case_options["n_sheets"] * spec.case_options["n_holes"])
     else:
         assert label.shape == (1, *spec.shape) and image.GetSpacing()[2] == 999.0
         assert dataset["regions_class_order"] == [2, 1, 3] and set(np.unique(label)) == {0, 1, 2, 3}
