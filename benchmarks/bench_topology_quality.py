@@ -76,8 +76,9 @@ CV_METRIC = "topology"
 
 
 #: version of ``determine``'s defaults the cached choices were made with (2: the topology objective's
-#: clDice guard; 3: boolean 2D masks labelled correctly)
-CV_DETERMINE_VERSION = 3
+#: clDice guard; 3: boolean 2D masks labelled correctly; 4: Betti-1 term in the topology objective and
+#: ring-closing bridge candidates)
+CV_DETERMINE_VERSION = 4
 
 
 def cv_key(max_dice_drop: Optional[float] = None) -> str:

@@ -305,7 +305,7 @@ def test_pipeline_steps_validate_round_trip_and_apply(tmp_path):
     pipe = make_pipeline(steps, BINARY)
     assert pipe["steps"][1] == {"op": "bridge_gaps", "classes": ["vessel"], "max_length": 4.0,
                                 "min_probability": 0.1, "max_angle": 60.0, "dilate": True,
-                                "connectivity": None}
+                                "connectivity": None, "close_loops": 0.0}
     path = str(tmp_path / "pp.json")
     save_pipeline(pipe, path)
     assert load_pipeline(path) == pipe
@@ -381,7 +381,8 @@ def test_apply_to_folder_reads_the_probabilities(tmp_path):
 
 # ---------------------------------------------------------------------------- determine
 def test_topology_objective_and_candidates():
-    assert parse_objective("topology") == {"cldice": 1.0, "betti_0_relative_error": 0.1}
+    assert parse_objective("topology") == {"cldice": 1.0, "betti_0_relative_error": 0.1,
+                                           "betti_1_relative_error": 0.1}
     assert objective_dice_guard("topology") == 0.01 and objective_dice_guard("dice") is None
     assert objective_guards("topology") == {"dice": 0.01, "cldice": 0.0} and objective_guards("dice") == {}
     assert parse_objective("cldice=1,betti_0_relative_error=0.3")["betti_0_relative_error"] == 0.3
@@ -401,6 +402,10 @@ def test_topology_objective_and_candidates():
     c = candidate_steps(["vessel"], [np.array([5])], [1.0], True, probabilities=True,
                         bridge_lengths=(3.0,))
     assert "bridge_gaps" not in {s["op"] for s in c}  # one component: nothing to bridge
+    # ... unless the references have loops: then ring-closing bridges are candidates
+    c = candidate_steps(["vessel"], [np.array([5])], [1.0], True, probabilities=True,
+                        bridge_lengths=(3.0,), bridge_floors=(0.1,), close_loops=True)
+    assert [(s["op"], s["close_loops"]) for s in c if s["op"] == "bridge_gaps"] == [("bridge_gaps", 12.0)]
 
 
 def _cv_folder(root, make_case, n_cases=6, npz=True):
@@ -441,7 +446,7 @@ def test_determine_chooses_bridging_where_it_helps(tmp_path, metric):
     det, _ = determine_from_folder(str(pred), gt_folder=str(gt), metric=metric, progress=False)
     assert det.pipeline["steps"] == [{"op": "bridge_gaps", "classes": ["vessel"], "max_length": 3.0,
                                       "min_probability": 0.1, "max_angle": 60.0, "dilate": False,
-                                      "connectivity": None}]
+                                      "connectivity": None, "close_loops": 0.0}]
     bridge = det.accepted[0]
     assert bridge["cases_changed"] == 6 and bridge["removed"] == 0
     assert bridge["added"] == sum(3 - i % 3 for i in range(6))
@@ -501,3 +506,105 @@ def test_cldice_guard_refuses_removing_a_true_piece_for_fewer_components(tmp_pat
     guarded = [r for r in det.tried if r["reason"].startswith("clDice guard")]
     assert guarded and all(r["op"] in ("keep_largest_components", "remove_small_components") for r in guarded)
     assert all(r["target_after"] > r["target_before"] for r in guarded)  # the objective itself would gain
+
+
+# ---------------------------------------------------------------------------- closing broken rings
+def _broken_ring(shape=(40, 40), centre=(20, 20), radius=12.0, width=1.6, gap_pixels=3, gap_p=0.3):
+    """A ring (one component, one hole) cut at its right-hand side by ``gap_pixels`` columns,
+    the probability high on the ring, faint in the cut, near zero elsewhere."""
+    yy, xx = np.indices(shape)
+    r = np.hypot(yy - centre[0], xx - centre[1])
+    ring = np.abs(r - radius) < width
+    cut = ring & (np.abs(yy - centre[0]) <= gap_pixels // 2) & (xx > centre[1])
+    p = np.where(ring, 0.9, 0.01)
+    p[cut] = gap_p
+    return ring & ~cut, ring, p
+
+
+def _betti(mask):
+    from nnunet_ext.evaluation import betti_numbers
+
+    return tuple(int(b) for b in betti_numbers(mask)[:2])
+
+
+def test_close_loops_closes_a_broken_ring_and_only_with_the_option():
+    broken, ring, p = _broken_ring()
+    assert _betti(broken) == (1, 0) and _betti(ring) == (1, 1)
+    # without the option a component is never joined to itself
+    np.testing.assert_array_equal(bridge_gaps(broken, p, max_length=6.0), broken)
+    closed = bridge_gaps(broken, p, max_length=6.0, close_loops=10.0)
+    assert _betti(closed) == (1, 1)
+    added = closed & ~broken
+    assert added.any() and not (added & ~ring).any()      # painted inside the cut only
+    # one bridge although the gap is seen from both of its ends
+    bridges = find_bridges(broken, p, max_length=6.0, close_loops=10.0)
+    assert len(bridges) == 1 and bridges[0].source == bridges[0].target
+    # a fixed point
+    np.testing.assert_array_equal(bridge_gaps(closed, p, max_length=6.0, close_loops=10.0), closed)
+
+
+def test_close_loops_keeps_rules_of_length_probability_and_distance_along_the_component():
+    broken, _, p = _broken_ring(gap_pixels=5)
+    # the gap is longer than max_length: not closed
+    np.testing.assert_array_equal(bridge_gaps(broken, p, max_length=3.0, close_loops=10.0), broken)
+    # no faint probability in the cut: not closed
+    dark = np.where(broken, 0.9, 0.01)
+    np.testing.assert_array_equal(bridge_gaps(broken, dark, max_length=8.0, close_loops=10.0), broken)
+    # the ring's ends are ~70 px apart along the ring: a loop that must be longer is refused
+    np.testing.assert_array_equal(bridge_gaps(broken, p, max_length=8.0, close_loops=100.0), broken)
+    # a hook whose end lies next to its own stem (4 px along the component) is not closed
+    hook = np.zeros((20, 20), bool)
+    hook[3:16, 5] = True            # stem
+    hook[15, 5:9] = True            # foot
+    hook[12:16, 9] = False
+    hp = np.where(hook, 0.9, 0.3)
+    assert _betti(bridge_gaps(hook, hp, max_length=4.0, max_angle=180.0, close_loops=8.0)) == (1, 0)
+
+
+def test_close_loops_is_spacing_aware_and_never_touches_another_component():
+    broken, ring, p = _broken_ring()
+    # the cut (3 pixels) runs along axis 0; with 3 units per pixel there it is 9 units long
+    assert _betti(bridge_gaps(broken, p, spacing=(3.0, 1.0), max_length=6.0, close_loops=10.0)) == (1, 0)
+    assert _betti(bridge_gaps(broken, p, spacing=(3.0, 1.0), max_length=12.0, close_loops=10.0)) == (1, 1)
+    # another component right in the cut: a loop may not touch it (joining it is a normal bridge)
+    other = broken.copy()
+    other[20, 32] = True
+    out = bridge_gaps(other, p, max_length=6.0, close_loops=10.0)
+    assert not (find_bridges(other, p, max_length=6.0, close_loops=10.0)
+                and any(b.source == b.target for b in find_bridges(other, p, max_length=6.0,
+                                                                   close_loops=10.0)))
+    assert out[20, 32]
+
+
+def test_close_loops_is_a_pipeline_option():
+    from nnunet_ext.postprocessing.pipeline import validate_step
+
+    step = validate_step({"op": "bridge_gaps", "classes": ["vessel"], "max_length": 6,
+                          "close_loops": 10}, "step")
+    assert step["close_loops"] == 10.0
+    with pytest.raises(PipelineError, match="close_loops"):
+        validate_step({"op": "bridge_gaps", "classes": ["vessel"], "max_length": 6,
+                       "close_loops": -1}, "step")
+
+
+def _ring_case(i):
+    """A ring extruded over 3 slices (a solid torus: one loop) predicted broken where its
+    contrast fades too much for any threshold or hysteresis (p = 0.15 in a 3-voxel cut): one
+    component, no loop."""
+    broken, ring, p = _broken_ring(radius=11.0 + i % 2, gap_p=0.15)
+    vol = lambda a, bg: np.stack([np.full(a.shape, bg, a.dtype)] * 2 + [a] * 3 + [np.full(a.shape, bg, a.dtype)] * 2)  # noqa: E731
+    return vol(broken, False), vol(ring, False), vol(p.astype(np.float32), 0.01)
+
+
+def test_determine_closes_broken_rings_only_where_the_references_have_loops(tmp_path):
+    (tmp_path / "rings").mkdir()
+    pred, gt = _cv_folder(tmp_path / "rings", _ring_case)
+    det, _ = determine_from_folder(str(pred), gt_folder=str(gt), metric="topology", progress=False)
+    (step,) = det.pipeline["steps"]
+    assert step["op"] == "bridge_gaps" and step["close_loops"] == 4 * step["max_length"]
+    assert det.accepted[0]["cases_changed"] == 6 and det.accepted[0]["removed"] == 0
+    # vessels without loops in their references: no ring-closing candidate is even tried
+    (tmp_path / "vessels").mkdir()
+    pred, gt = _cv_folder(tmp_path / "vessels", _gap_case)
+    det, _ = determine_from_folder(str(pred), gt_folder=str(gt), metric="topology", progress=False)
+    assert not any(t["step"].get("close_loops") for t in det.tried)

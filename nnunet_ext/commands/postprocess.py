@@ -42,7 +42,8 @@ def _register_determine(sub) -> None:
                    help="objective: a metric (dice, cldice, betti_0_error, ...), several with equal "
                    "weights ('dice,cldice') or weighted ('dice=0.7,betti_0_error=0.05'); "
                    "lower-is-better metrics count negatively; 'topology' = cldice - "
-                   "0.1*betti_0_relative_error with a 1-point Dice guard and a no-fall clDice guard "
+                   "0.1*betti_0_relative_error - 0.1*betti_1_relative_error with a 1-point Dice "
+                   "guard and a no-fall clDice guard "
                    "(default: dice)")
     p.add_argument("--max-dice-drop", type=float, default=None,
                    help="refuse a step that leaves a class's mean Dice more than this below its "

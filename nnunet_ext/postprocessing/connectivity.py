@@ -10,7 +10,11 @@
 A thin structure predicted in pieces where the image contrast fades keeps a faint, non-zero
 probability in the gap; two separate vessels side by side are separated by background of
 (near) zero probability. The bridge rules use that difference and the direction of the vessel
-at its end, and never join a component to itself (no loops are created).
+at its end, and never join a component to itself (no loops are created) — unless ``close_loops``
+asks for it: a ring broken where its contrast fades (an enhancing tumour rim, a vessel loop) is
+one component with two end points facing each other across a faint gap, and a bridge from one
+end to a part of the *same* component that lies at least ``close_loops`` away along the
+component closes it.
 
 Every function is pure (inputs are never modified); ``spacing`` is in array-axis order and every
 length is physical (units of the spacing).
@@ -247,6 +251,74 @@ def _cheapest_path(labels, mask, probability, barrier, spacing, offsets, end, di
     return path[gap] + lo, target, gap_length, mean_p, angle
 
 
+def _cheapest_loop(labels, mask, probability, barrier, spacing, offsets, end, direction, radius,
+                   max_length, min_probability, cos_max, loop_length):
+    """The cheapest path from ``end`` across background back to its own component, to a voxel
+    more than ``loop_length`` (full-neighbourhood steps of the finest spacing) away from ``end``
+    along the component, or None if it breaks a rule (:func:`_cheapest_path`'s rules). The
+    component's voxels nearer than that are impassable, so the path cannot run along the
+    component itself. Returns (gap voxels (k, ndim), own label, gap length, mean p, angle)."""
+    from skimage.graph import MCP_Geometric
+
+    reach = radius + max_length + float(spacing.max())
+    steps = int(np.ceil(loop_length / float(spacing.min())))
+    half = np.maximum(np.ceil(reach / spacing).astype(int) + 1, steps + 1)
+    lo = np.maximum(end - half, 0)
+    hi = np.minimum(end + half + 1, labels.shape)
+    win = tuple(slice(a, b) for a, b in zip(lo, hi))
+    lab = labels[win]
+    own = labels[tuple(end)]
+    e = end - lo
+    mine = lab == own
+    seed = np.zeros_like(mine)
+    seed[tuple(e)] = True
+    # every voxel within ``steps`` steps along the component lies inside the window
+    near = ndimage.binary_dilation(seed, structure=np.ones((3,) * lab.ndim, bool),
+                                   iterations=steps, mask=mine)
+    cand = np.argwhere(mine & ~near)
+    if cand.size == 0:
+        return None
+    vec = (cand - e) * spacing
+    dist = np.linalg.norm(vec, axis=1)
+    cosang = vec @ direction / dist
+    ends = cand[(cosang >= cos_max) & (dist <= reach)]
+    if ends.size == 0:
+        return None
+    costs = -np.log(np.clip(probability[win].astype(np.float64), _P_MIN, 1.0))
+    # the path may leave the component through its voxels around the end point (the end point
+    # is a skeleton voxel inside the structure), not run along it
+    grid = np.indices(lab.shape).reshape(lab.ndim, -1).T.reshape(*lab.shape, lab.ndim)
+    around_end = np.linalg.norm((grid - e) * spacing, axis=-1) <= radius + float(spacing.max())
+    blocked = near & ~around_end
+    blocked |= (lab != 0) & ~mine   # a loop touches no other component
+    if barrier is not None:
+        blocked |= barrier[win]
+    costs[blocked] = -1.0
+    mcp = MCP_Geometric(costs, offsets=offsets, sampling=tuple(spacing))
+    cum, _ = mcp.find_costs([tuple(e)], [tuple(t) for t in ends], find_all_ends=False)
+    reached = cum[tuple(ends.T)]
+    if not np.isfinite(reached).any():
+        return None
+    path = np.asarray(mcp.traceback(tuple(ends[int(np.argmin(reached))])), dtype=np.intp)
+    far = mine & ~near
+    first = int(np.flatnonzero(far[tuple(path.T)])[0])
+    path = path[: first + 1]
+    vec = (path[-1] - e) * spacing
+    cos_t = float(vec @ direction / np.linalg.norm(vec))
+    if cos_t < cos_max:
+        return None
+    gap = ~mask[win][tuple(path.T)]
+    if not gap.any():
+        return None
+    step_len = np.linalg.norm(np.diff(path, axis=0) * spacing, axis=1)
+    gap_length = float(step_len[gap[1:]].sum())
+    mean_p = float(probability[win][tuple(path[gap].T)].astype(np.float64).mean())
+    if gap_length > max_length + 1e-9 or mean_p < min_probability:
+        return None
+    angle = float(np.degrees(np.arccos(np.clip(cos_t, -1.0, 1.0))))
+    return path[gap] + lo, int(own), gap_length, mean_p, angle
+
+
 def _ball_offsets(radius: float, spacing: np.ndarray) -> np.ndarray:
     """Offsets of the voxels strictly closer than ``radius`` (physical) to the centre."""
     half = np.floor(radius / spacing).astype(int)
@@ -269,6 +341,7 @@ def find_bridges(
     dilate: bool = False,
     connectivity: Optional[int] = None,
     barrier=None,
+    close_loops: float = 0.0,
 ) -> List[Bridge]:
     """The bridges :func:`bridge_gaps` makes in one pass over the end points of ``mask``.
 
@@ -293,6 +366,14 @@ def find_bridges(
     component or earlier bridge of another component. End points whose skeleton has no other
     voxel (isolated points) start no bridge; their components can still be reached.
 
+    With ``close_loops > 0`` an end point that finds no other component may instead bridge
+    back to its own component, to a voxel more than ``close_loops`` away from it along the
+    component (full-neighbourhood steps of the finest spacing; the nearer part of the
+    component is impassable, so the path crosses background), under the same length,
+    probability and angle rules: a broken ring is closed. Such a bridge (``source ==
+    target``) is accepted when its painted voxels touch no other component and no voxel
+    painted earlier in the pass (so a gap seen from both of its ends is closed once).
+
     Parameters
     ----------
     mask : ndarray, shape (Z, Y, X) or (Y, X)
@@ -315,6 +396,9 @@ def find_bridges(
         Foreground connectivity (default full); paths step only between such neighbours.
     barrier : ndarray of bool, same shape, optional
         Voxels no path may cross or paint (e.g. other classes of a label map).
+    close_loops : float
+        0 (default): never join a component to itself. Otherwise the shortest distance along a
+        component (physical) at which an end point may be joined back to it.
 
     Returns
     -------
@@ -331,6 +415,8 @@ def find_bridges(
         raise ValueError(f"min_probability must be in [0, 1], got {min_probability}")
     if not 0.0 < float(max_angle) <= 180.0:
         raise ValueError(f"max_angle must be in (0, 180] degrees, got {max_angle}")
+    if not (np.isfinite(close_loops) and close_loops >= 0):
+        raise ValueError(f"close_loops must be 0 or a positive length, got {close_loops}")
     bar = None
     if barrier is not None:
         bar = as_mask(barrier, "barrier")
@@ -338,7 +424,7 @@ def find_bridges(
             raise ValueError(f"barrier has shape {bar.shape}, expected {m.shape}")
         bar = bar & ~m
     labels, sizes = label_components(m, conn)
-    if sizes.size < 2:
+    if sizes.size < 2 and not (close_loops > 0 and sizes.size == 1):
         return []
     skel, ends = skeleton_end_points(m)
     if ends.size == 0:
@@ -352,8 +438,13 @@ def find_bridges(
         if direction is None:
             continue
         radius = float(edt[tuple(near.T)].max())
-        res = _cheapest_path(labels, m, p, bar, sp, offsets, end, direction, radius,
-                             float(max_length), float(min_probability), cos_max)
+        res = None
+        if sizes.size > 1:
+            res = _cheapest_path(labels, m, p, bar, sp, offsets, end, direction, radius,
+                                 float(max_length), float(min_probability), cos_max)
+        if res is None and close_loops > 0:
+            res = _cheapest_loop(labels, m, p, bar, sp, offsets, end, direction, radius,
+                                 float(max_length), float(min_probability), cos_max, float(close_loops))
         if res is not None:
             found.append((res, end, radius))
     # Kruskal over the candidate bridges, most probable first
@@ -366,13 +457,15 @@ def find_bridges(
         return a
 
     work = labels.copy()  # painted voxels carry their source's label
+    painted = np.zeros(m.shape, dtype=bool)
     accepted: List[Bridge] = []
     shape = np.array(m.shape)
     touch = np.concatenate([np.zeros((1, ndim), np.intp), offsets])
     for (voxels, target, length, mean_p, angle), end, radius in found:
         source = int(labels[tuple(end)])
         ra, rb = root(source), root(target)
-        if ra == rb:
+        loop = source == target
+        if ra == rb and not loop:
             continue
         tries = []
         if dilate and radius > 0:
@@ -388,9 +481,12 @@ def find_bridges(
             around = (paint[:, None, :] + touch[None]).reshape(-1, ndim)
             around = around[np.all((around >= 0) & (around < shape), axis=1)]
             met = {root(int(v)) for v in np.unique(work[tuple(around.T)]) if v != 0}
+            if loop and painted[tuple(around.T)].any():
+                continue
             if met <= {ra, rb}:
                 parent[rb] = ra
                 work[tuple(paint.T)] = source
+                painted[tuple(paint.T)] = True
                 accepted.append(Bridge(source, target, tuple(int(v) for v in end), paint,
                                        length, mean_p, angle))
                 break
@@ -408,18 +504,20 @@ def bridge_gaps(
     dilate: bool = False,
     connectivity: Optional[int] = None,
     barrier=None,
+    close_loops: float = 0.0,
 ) -> np.ndarray:
     """Bridge short gaps between components along minimum-cost paths through the probabilities.
 
     Passes of :func:`find_bridges` (see there for the rules) are repeated on the bridged mask
     until one adds nothing, so the result is a fixed point: applying the operation again changes
-    nothing (idempotent). Every pass that adds voxels joins at least two components, so there
-    are fewer passes than components. Without probabilities there is nothing to tell a fading
+    nothing (idempotent). Every pass that adds voxels joins at least two components or closes a
+    loop (which leaves its end point an end point no more), so there are fewer passes than
+    components plus end points. Without probabilities there is nothing to tell a fading
     vessel from two vessels that end near each other, so ``probability`` is required.
 
     Parameters
     ----------
-    mask, probability, spacing, max_length, min_probability, max_angle, dilate, connectivity, barrier
+    mask, probability, spacing, max_length, min_probability, max_angle, dilate, connectivity, barrier, close_loops
         As in :func:`find_bridges`.
 
     Returns
@@ -439,9 +537,11 @@ def bridge_gaps(
                          ".npz): without it a fading vessel cannot be told from two separate ones")
     out = as_mask(mask).copy()
     n = label_components(out, connectivity)[1].size
+    if close_loops > 0:
+        n += len(skeleton_end_points(out)[1])
     for _ in range(max(n, 1)):
         bridges = find_bridges(out, probability, spacing, max_length, min_probability, max_angle,
-                               dilate, connectivity, barrier)
+                               dilate, connectivity, barrier, close_loops)
         if not bridges:
             break
         for b in bridges:

@@ -31,9 +31,13 @@ def run_cli(args: Sequence, log_file, env: Optional[Mapping[str, str]] = None) -
                            f"(log: {log_file}):\n{log_tail(log_file, 15)}")
 
 
+#: options left out of a description while they have their "off" value
+_OFF_BY_DEFAULT = {"close_loops": 0.0}
+
+
 def describe_pipeline(pipeline: Mapping) -> str:
     """One line for a table: ``"hysteresis(low=0.3, high=0.5) → bridge_gaps(max_length=6)"``, or
-    ``"none"`` for a pipeline without steps. Unset (``None``) options are left out, and so are the class
+    ``"none"`` for a pipeline without steps. Unset (``None``) options and options that are off (``close_loops=0``) are left out, and so are the class
     selectors of a dataset with one foreground class (from the pipeline's ``labels``; without them: when
     the steps mention one class only); otherwise each step names its classes (``"fill_holes[whole tumor]"``)."""
     steps = list(pipeline.get("steps", []))
@@ -45,7 +49,8 @@ def describe_pipeline(pipeline: Mapping) -> str:
     parts = []
     for step in steps:
         options = ", ".join(f"{k}={_short(v)}" for k, v in step.items()
-                            if k not in ("op", "classes") and v is not None)
+                            if k not in ("op", "classes") and v is not None
+                            and not (k in _OFF_BY_DEFAULT and v == _OFF_BY_DEFAULT[k]))
         name = step["op"]
         if several and step.get("classes"):
             name += "[" + ", ".join(step["classes"]) + "]"

@@ -55,16 +55,20 @@ DEFAULT_HYSTERESIS = ((0.2, 0.5), (0.3, 0.5), (0.4, 0.5), (0.3, 0.7))
 DEFAULT_BRIDGE_VOXELS = (3.0, 6.0)
 #: floors of the mean probability on a bridged gap
 DEFAULT_BRIDGE_FLOORS = (0.1, 0.25)
+#: ``bridge_gaps`` candidates that close broken rings (for classes whose references have loops)
+#: join an end point back to its own component at least this many gap lengths away along it
+LOOP_LENGTH_FACTOR = 4.0
 
 #: metrics derived here from the evaluation's ones: name -> True if higher is better
-DERIVED_METRICS: Dict[str, bool] = {"betti_0_relative_error": False}
+DERIVED_METRICS: Dict[str, bool] = {"betti_0_relative_error": False, "betti_1_relative_error": False}
 #: named objectives: name -> (metric weights, default guards: metric -> largest tolerated fall of a
 #: class's mean below its value before post-processing). ``topology``: Betti-0 errors are integers and
 #: outweigh clDice's fractions, so without the clDice guard the search removes true small pieces of a
 #: structure (short branches, ends cut by the image border) for fewer components — measured on the
 #: topology benchmark: test clDice −1.7 points, Dice −2.1 with the Dice guard alone.
 OBJECTIVES: Dict[str, Tuple[Dict[str, float], Dict[str, float]]] = {
-    "topology": ({"cldice": 1.0, "betti_0_relative_error": 0.1}, {"dice": 0.01, "cldice": 0.0}),
+    "topology": ({"cldice": 1.0, "betti_0_relative_error": 0.1, "betti_1_relative_error": 0.1},
+                 {"dice": 0.01, "cldice": 0.0}),
 }
 
 
@@ -81,9 +85,11 @@ def parse_objective(spec: Union[str, Dict[str, float]]) -> Dict[str, float]:
 
     The objective of one class in one case is ``Σ w_m · s_m · value_m`` with ``s_m = +1`` for
     metrics where higher is better and ``-1`` otherwise (:data:`nnunet_ext.evaluation.METRICS`
-    and :data:`DERIVED_METRICS`: ``betti_0_relative_error`` = ``|β0(pred) − β0(ref)| /
-    max(β0(ref), 1)``, components under full connectivity). ``"topology"`` is
-    ``cldice − 0.1 · betti_0_relative_error`` (with a Dice and a clDice guard, :func:`objective_guards`).
+    and :data:`DERIVED_METRICS`: ``betti_k_relative_error`` = ``|βk(pred) − βk(ref)| /
+    max(βk(ref), 1)`` for k = 0, 1, full connectivity). ``"topology"`` is
+    ``cldice − 0.1 · betti_0_relative_error − 0.1 · betti_1_relative_error`` (with a Dice and a
+    clDice guard, :func:`objective_guards`): wrong components and wrong loops (a broken ring, a
+    false hole in a sheet) both count.
 
     Returns
     -------
@@ -164,15 +170,29 @@ def _metrics(pred: np.ndarray, ref: np.ndarray, valid, spacing, names) -> Dict[s
     if valid is not None:
         pred, ref = pred & valid, ref & valid
     base = [m for m in names if m not in DERIVED_METRICS]
-    if "betti_0_relative_error" in names and "betti_0_error" not in base:
-        base.append("betti_0_error")
+    relative = [k for k in (0, 1) if f"betti_{k}_relative_error" in names]
+    base += [f"betti_{k}_error" for k in relative if f"betti_{k}_error" not in base]
     res = case_metrics(pred, ref, spacing, metrics=base)
     out = {m: float(res[m]) for m in base}
-    if "betti_0_relative_error" in names:
+    if 0 in relative:
         # same components as the evaluation's Betti numbers (full connectivity)
         n_ref = label_components(ref)[1].size
         out["betti_0_relative_error"] = out["betti_0_error"] / max(n_ref, 1)
+    if 1 in relative:
+        from nnunet_ext.evaluation import betti_numbers
+
+        loops = int(betti_numbers(ref)[1]) if ref.any() else 0
+        out["betti_1_relative_error"] = out["betti_1_error"] / max(loops, 1)
     return out
+
+
+def _has_loops(mask: np.ndarray, valid) -> bool:
+    """Whether a reference mask has a loop (Betti-1 > 0, full connectivity)."""
+    from nnunet_ext.evaluation import betti_numbers
+
+    if valid is not None:
+        mask = mask & valid
+    return bool(mask.any()) and int(betti_numbers(mask)[1]) > 0
 
 
 def _sizes(state, indices) -> np.ndarray:
@@ -214,6 +234,7 @@ def _case_pass(job) -> dict:
            "spacing": tuple(spacing), "candidates": []}
     if c["compute_base"]:
         out["base"] = [metrics(state, i) for i in range(n_classes)]
+        out["ref_loops"] = [_has_loops(labels.class_mask(ref, i), valid) for i in range(n_classes)]
     if c["stats_target"] is not None:
         out["sizes"] = _sizes(state, c["stats_target"])
     for cand in c["candidates"]:
@@ -286,6 +307,7 @@ def candidate_steps(
     hysteresis: Sequence[Tuple[float, float]] = DEFAULT_HYSTERESIS,
     bridge_lengths: Sequence[float] = (),
     bridge_floors: Sequence[float] = DEFAULT_BRIDGE_FLOORS,
+    close_loops: bool = False,
 ) -> List[dict]:
     """Candidate steps for one class / region (or a union of them).
 
@@ -314,6 +336,10 @@ def candidate_steps(
     bridge_lengths, bridge_floors : sequence of float
         ``bridge_gaps`` candidates (with probabilities, when some case has more than one
         component): every ``max_length`` (physical) × ``min_probability``.
+    close_loops : bool
+        The class's references have loops (Betti-1 > 0 in some case): also every such
+        ``bridge_gaps`` with ``close_loops = LOOP_LENGTH_FACTOR · max_length`` (closing broken
+        rings), proposed even when every case has one component.
 
     Returns
     -------
@@ -346,6 +372,10 @@ def candidate_steps(
     if probabilities and single and "bridge_gaps" not in done and max_n > 1:
         out += [{"op": "bridge_gaps", "classes": list(classes), "max_length": float(length),
                  "min_probability": float(floor)}
+                for length in bridge_lengths for floor in bridge_floors]
+    if probabilities and single and "bridge_gaps" not in done and close_loops and max_n > 0:
+        out += [{"op": "bridge_gaps", "classes": list(classes), "max_length": float(length),
+                 "min_probability": float(floor), "close_loops": LOOP_LENGTH_FACTOR * float(length)}
                 for length in bridge_lengths for floor in bridge_floors]
     return [validate_step(s, "candidate") for s in out]
 
@@ -439,7 +469,8 @@ def determine_postprocessing(
         The dataset's ``dataset.json`` (classes or regions, ignore label, file ending).
     metric : str or dict
         Objective (:func:`parse_objective`); default Dice; ``"topology"`` for
-        ``cldice − 0.1 · betti_0_relative_error`` with a 1-point Dice guard.
+        ``cldice − 0.1 · betti_0_relative_error − 0.1 · betti_1_relative_error`` with a 1-point
+        Dice guard and a no-fall clDice guard.
     margin : float
         Minimum rise of the target classes' mean objective for a step to be accepted; also
         the largest fall of any single class's mean that is tolerated. Default 0.001.
@@ -542,6 +573,8 @@ def _search(runner, labels, weights, margin, use_probs, notes, grid, guards: Dic
     vox_vol = [r["voxel_volume"] for r in res]
     same_spacing = len({tuple(np.round(r["spacing"], 6)) for r in res}) == 1
     baseline_values = [list(v) for v in values]
+    # classes whose references have loops: ring-closing bridges are candidates there
+    loop_classes = [any(r["ref_loops"][i] for r in res) for i in range(len(names))]
     if grid["bridge_lengths"] is None:  # voxel multiples of the finest axis
         finest = float(np.median([min(r["spacing"]) for r in res]))
         grid = {**grid, "bridge_lengths": tuple(_fmt_size(v * finest)
@@ -654,7 +687,8 @@ def _search(runner, labels, weights, margin, use_probs, notes, grid, guards: Dic
             sizes = [r["sizes"] for r in res]
         done: List[str] = []
         while True:
-            cands = candidate_steps([name], sizes, vox_vol, same_spacing, use_probs, done, **grid)
+            cands = candidate_steps([name], sizes, vox_vol, same_spacing, use_probs, done,
+                                    close_loops=loop_classes[i] and use_probs, **grid)
             if not cands:
                 break
             best, new_sizes = evaluate(target, [{"input": None, "step": s, "indices": target}

@@ -45,7 +45,8 @@ OPS: Dict[str, Tuple[Tuple[str, ...], Dict[str, object]]] = {
     "threshold": (("classes", "threshold"), {}),
     "hysteresis": (("classes", "low", "high"), {"connectivity": None}),
     "bridge_gaps": (("classes", "max_length"), {"min_probability": 0.1, "max_angle": 60.0,
-                                                "dilate": False, "connectivity": None}),
+                                                "dilate": False, "connectivity": None,
+                                                "close_loops": 0.0}),
     "enforce_nesting": ((), {"rule": "intersect"}),
 }
 #: ops that edit exactly one class / region
@@ -149,7 +150,10 @@ def validate_step(step, where: str) -> dict:
                                 f"{out['max_angle']!r}")
         if not isinstance(out["dilate"], bool):
             raise PipelineError(f"{where}.dilate: must be true or false, got {out['dilate']!r}")
-        for key in ("max_length", "min_probability", "max_angle"):
+        if not (_is_number(out["close_loops"]) and out["close_loops"] >= 0):
+            raise PipelineError(f"{where}.close_loops: must be 0 (never join a component to itself) "
+                                f"or a positive length, got {out['close_loops']!r}")
+        for key in ("max_length", "min_probability", "max_angle", "close_loops"):
             out[key] = float(out[key])
     elif op == "enforce_nesting":
         if out["rule"] not in RULES:
@@ -342,7 +346,8 @@ def apply_step(state: CaseState, step: dict, indices: Sequence[int],
             after = conn_ops.bridge_gaps(
                 before, state.probability(indices[0], probabilities), spacing,
                 step["max_length"], step["min_probability"], step["max_angle"], step["dilate"],
-                step["connectivity"], barrier=state.other_classes(indices[0]))
+                step["connectivity"], barrier=state.other_classes(indices[0]),
+                close_loops=step["close_loops"])
             state.add(indices[0], after & ~before)
     else:  # validate_step guarantees a known op
         raise AssertionError(op)
