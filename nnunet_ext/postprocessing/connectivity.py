@@ -197,58 +197,78 @@ def _end_direction(skel: np.ndarray, end: np.ndarray, spacing: np.ndarray,
 
 
 # ---------------------------------------------------------------------------- one path
+def _window(labels, end, half):
+    """The window of ``half`` voxels per axis around ``end``: (slices, lower corner, labels in
+    it, the end point's label, the end point in window coordinates)."""
+    lo = np.maximum(end - half, 0)
+    hi = np.minimum(end + half + 1, labels.shape)
+    win = tuple(slice(a, b) for a, b in zip(lo, hi))
+    return win, lo, labels[win], labels[tuple(end)], end - lo
+
+
+def _targets_in_cone(targets, e, spacing, direction, cos_max, reach) -> np.ndarray:
+    """The ``targets`` voxels (window coordinates, (n, ndim)) within ``reach`` (physical) of
+    ``e`` and inside the cone of half-angle arccos(``cos_max``) around ``direction``."""
+    cand = np.argwhere(targets)
+    if cand.size == 0:
+        return cand
+    vec = (cand - e) * spacing
+    dist = np.linalg.norm(vec, axis=1)
+    return cand[(vec @ direction / dist >= cos_max) & (dist <= reach)]
+
+
 def _cheapest_path(labels, mask, probability, barrier, spacing, offsets, end, direction, radius,
                    max_length, min_probability, cos_max):
     """The cheapest path from ``end`` to another component within the search window, or None
     if it breaks a rule. Returns (gap voxels (k, ndim), target label, gap length, mean p, angle)."""
-    from skimage.graph import MCP_Geometric
-
     reach = radius + max_length + float(spacing.max())
-    half = np.ceil(reach / spacing).astype(int) + 1
-    lo = np.maximum(end - half, 0)
-    hi = np.minimum(end + half + 1, labels.shape)
-    win = tuple(slice(a, b) for a, b in zip(lo, hi))
-    lab = labels[win]
-    own = labels[tuple(end)]
-    e = end - lo
-    cand = np.argwhere((lab != 0) & (lab != own))
-    if cand.size == 0:
-        return None
-    vec = (cand - e) * spacing
-    dist = np.linalg.norm(vec, axis=1)
-    cosang = vec @ direction / dist
-    ok = (cosang >= cos_max) & (dist <= reach)
-    ends = cand[ok]
+    win, lo, lab, own, e = _window(labels, end, np.ceil(reach / spacing).astype(int) + 1)
+    ends = _targets_in_cone((lab != 0) & (lab != own), e, spacing, direction, cos_max, reach)
     if ends.size == 0:
         return None
     costs = -np.log(np.clip(probability[win].astype(np.float64), _P_MIN, 1.0))
     if barrier is not None:
         costs[barrier[win]] = -1.0  # impassable for MCP
+    # stop at the first voxel of another component (the path may touch one before its end)
+    res = _checked_path(costs, offsets, spacing, e, ends, (lab != 0) & (lab != own), mask[win],
+                        probability[win], direction, cos_max, max_length, min_probability)
+    if res is None:
+        return None
+    gap_voxels, last, gap_length, mean_p, angle = res
+    return gap_voxels + lo, int(lab[tuple(last)]), gap_length, mean_p, angle
+
+
+def _checked_path(costs, offsets, spacing, e, ends, is_target, mask, probability, direction,
+                  cos_max, max_length, min_probability):
+    """The cheapest path (``MCP_Geometric`` over ``costs``, negative = impassable) from ``e`` to
+    one of ``ends``, cut at its first ``is_target`` voxel, or None if it breaks a rule: the
+    target outside the cone, no background crossed, the background part longer than
+    ``max_length`` or fainter than ``min_probability`` on average. All arrays are of one window.
+    Returns (background voxels (k, ndim), target voxel, gap length, mean p, angle)."""
+    from skimage.graph import MCP_Geometric
+
     mcp = MCP_Geometric(costs, offsets=offsets, sampling=tuple(spacing))
     cum, _ = mcp.find_costs([tuple(e)], [tuple(t) for t in ends], find_all_ends=False)
     reached = cum[tuple(ends.T)]
     if not np.isfinite(reached).any():
         return None
     path = np.asarray(mcp.traceback(tuple(ends[int(np.argmin(reached))])), dtype=np.intp)
-    # stop at the first voxel of another component (the path may touch one before its end)
-    plab = lab[tuple(path.T)]
-    first = int(np.flatnonzero((plab != 0) & (plab != own))[0])
+    first = int(np.flatnonzero(is_target[tuple(path.T)])[0])
     path = path[: first + 1]
-    target = int(plab[first])
     vec = (path[-1] - e) * spacing
     cos_t = float(vec @ direction / np.linalg.norm(vec))
     if cos_t < cos_max:
         return None
-    gap = ~mask[win][tuple(path.T)]
+    gap = ~mask[tuple(path.T)]
     if not gap.any():
         return None
     steps = np.linalg.norm(np.diff(path, axis=0) * spacing, axis=1)
     gap_length = float(steps[gap[1:]].sum())
-    mean_p = float(probability[win][tuple(path[gap].T)].astype(np.float64).mean())
+    mean_p = float(probability[tuple(path[gap].T)].astype(np.float64).mean())
     if gap_length > max_length + 1e-9 or mean_p < min_probability:
         return None
     angle = float(np.degrees(np.arccos(np.clip(cos_t, -1.0, 1.0))))
-    return path[gap] + lo, target, gap_length, mean_p, angle
+    return path[gap], path[-1], gap_length, mean_p, angle
 
 
 def _cheapest_loop(labels, mask, probability, barrier, spacing, offsets, end, direction, radius,
@@ -256,32 +276,20 @@ def _cheapest_loop(labels, mask, probability, barrier, spacing, offsets, end, di
     """The cheapest path from ``end`` across background back to its own component, to a voxel
     more than ``loop_length`` (full-neighbourhood steps of the finest spacing) away from ``end``
     along the component, or None if it breaks a rule (:func:`_cheapest_path`'s rules). The
-    component's voxels nearer than that are impassable, so the path cannot run along the
-    component itself. Returns (gap voxels (k, ndim), own label, gap length, mean p, angle)."""
-    from skimage.graph import MCP_Geometric
-
+    component's voxels nearer than that are impassable except those within the local radius
+    (+ one voxel) of the end point, so the path leaves the component there and cannot run
+    along it. Returns (gap voxels (k, ndim), own label, gap length, mean p, angle)."""
     reach = radius + max_length + float(spacing.max())
     steps = int(np.ceil(loop_length / float(spacing.min())))
-    half = np.maximum(np.ceil(reach / spacing).astype(int) + 1, steps + 1)
-    lo = np.maximum(end - half, 0)
-    hi = np.minimum(end + half + 1, labels.shape)
-    win = tuple(slice(a, b) for a, b in zip(lo, hi))
-    lab = labels[win]
-    own = labels[tuple(end)]
-    e = end - lo
+    win, lo, lab, own, e = _window(labels, end,
+                                   np.maximum(np.ceil(reach / spacing).astype(int) + 1, steps + 1))
     mine = lab == own
     seed = np.zeros_like(mine)
     seed[tuple(e)] = True
     # every voxel within ``steps`` steps along the component lies inside the window
     near = ndimage.binary_dilation(seed, structure=np.ones((3,) * lab.ndim, bool),
                                    iterations=steps, mask=mine)
-    cand = np.argwhere(mine & ~near)
-    if cand.size == 0:
-        return None
-    vec = (cand - e) * spacing
-    dist = np.linalg.norm(vec, axis=1)
-    cosang = vec @ direction / dist
-    ends = cand[(cosang >= cos_max) & (dist <= reach)]
+    ends = _targets_in_cone(mine & ~near, e, spacing, direction, cos_max, reach)
     if ends.size == 0:
         return None
     costs = -np.log(np.clip(probability[win].astype(np.float64), _P_MIN, 1.0))
@@ -294,29 +302,12 @@ def _cheapest_loop(labels, mask, probability, barrier, spacing, offsets, end, di
     if barrier is not None:
         blocked |= barrier[win]
     costs[blocked] = -1.0
-    mcp = MCP_Geometric(costs, offsets=offsets, sampling=tuple(spacing))
-    cum, _ = mcp.find_costs([tuple(e)], [tuple(t) for t in ends], find_all_ends=False)
-    reached = cum[tuple(ends.T)]
-    if not np.isfinite(reached).any():
+    res = _checked_path(costs, offsets, spacing, e, ends, mine & ~near, mask[win], probability[win],
+                        direction, cos_max, max_length, min_probability)
+    if res is None:
         return None
-    path = np.asarray(mcp.traceback(tuple(ends[int(np.argmin(reached))])), dtype=np.intp)
-    far = mine & ~near
-    first = int(np.flatnonzero(far[tuple(path.T)])[0])
-    path = path[: first + 1]
-    vec = (path[-1] - e) * spacing
-    cos_t = float(vec @ direction / np.linalg.norm(vec))
-    if cos_t < cos_max:
-        return None
-    gap = ~mask[win][tuple(path.T)]
-    if not gap.any():
-        return None
-    step_len = np.linalg.norm(np.diff(path, axis=0) * spacing, axis=1)
-    gap_length = float(step_len[gap[1:]].sum())
-    mean_p = float(probability[win][tuple(path[gap].T)].astype(np.float64).mean())
-    if gap_length > max_length + 1e-9 or mean_p < min_probability:
-        return None
-    angle = float(np.degrees(np.arccos(np.clip(cos_t, -1.0, 1.0))))
-    return path[gap] + lo, int(own), gap_length, mean_p, angle
+    gap_voxels, _, gap_length, mean_p, angle = res
+    return gap_voxels + lo, int(own), gap_length, mean_p, angle
 
 
 def _ball_offsets(radius: float, spacing: np.ndarray) -> np.ndarray:
