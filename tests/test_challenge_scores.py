@@ -254,3 +254,36 @@ def test_evaluate_challenge_cli_and_compare(tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "lesion_dice ↑" in report and "lesion_hd95 ↓" in report
     capsys.readouterr()
+
+
+@needs_sd
+def test_evaluate_brats2024_folder_mode_reports_nsd_and_relabels_touching_lesions(tmp_path):
+    """Folder mode reads (z, y, x) arrays through nnU-Net's reader: the scores equal the Python
+    function's on the nibabel-order arrays with axis_order="xyz" (the official scripts' layout)."""
+    import csv
+    import json
+
+    import SimpleITK as sitk
+
+    from _brats_reference_cases import cases
+    from nnunet_ext.cli import main
+
+    pred, ref, spacing = cases()["numbering"]          # x, y, z
+    for folder, arr in (("ref", ref), ("pred", pred)):
+        (tmp_path / folder).mkdir()
+        image = sitk.GetImageFromArray(arr.transpose(2, 1, 0).copy())  # SimpleITK: z, y, x
+        image.SetSpacing(spacing)
+        sitk.WriteImage(image, str(tmp_path / folder / "c0.nii.gz"))
+    dj = tmp_path / "dataset.json"
+    dj.write_text(json.dumps({"labels": {"background": 0, "NETC": 1, "SNFH": 2, "ET": 3, "RC": 4},
+                              "file_ending": ".nii.gz", "channel_names": {"0": "t1"}, "numTraining": 1}))
+    assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "ref"), "-dj", str(dj),
+                 "--challenge", "brats2024", "--bootstrap", "100"]) == 0
+    rows = {r["class"]: r for r in csv.DictReader(open(tmp_path / "pred" / "metrics_per_case.csv"))}
+    expected = brats_lesion_wise(pred, ref, spacing, year=2024, axis_order="xyz")
+    assert set(rows) == set(expected)
+    for region, values in expected.items():
+        for key in ("lesion_dice", "lesion_nsd10", "legacy_hd95", "num_fn"):
+            assert float(rows[region][key]) == pytest.approx(values[key]), (region, key)
+    # the ET lesion touching two NETC lesions stays apart from E2 (the scripts' numbering)
+    assert float(rows["ET"]["num_fn"]) == 1.0
