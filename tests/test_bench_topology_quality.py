@@ -224,8 +224,8 @@ def test_tiny_seed_spread_is_not_printed_as_zero(bench):
 def test_postprocess_defaults_to_cross_validation(bench):
     args = bench.build_parser().parse_args([])
     assert args.postprocess == bench.CV and args.pp_max_dice_drop is None
-    assert bench.cv_key(None) == "cv-topology-v3"
-    assert bench.cv_key(0.005) == "cv-topology-v3-maxdicedrop0.005" != bench.cv_key(0.01)
+    assert bench.cv_key(None) == "cv-topology-v4"
+    assert bench.cv_key(0.005) == "cv-topology-v4-maxdicedrop0.005" != bench.cv_key(0.01)
 
 
 def _results_splits(tmp_path, bench, spec, val):
