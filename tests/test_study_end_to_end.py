@@ -237,7 +237,11 @@ def test_the_same_study_through_slurm_gives_the_local_results(local_study, slurm
             assert largest < 1e-5, f"{trainer} fold {fold}: weights differ by up to {largest:g}"
             local_summary = json.loads((here / "validation" / "summary.json").read_text())
             slurm_summary = json.loads((there / "validation" / "summary.json").read_text())
-            assert local_summary["foreground_mean"] == pytest.approx(slurm_summary["foreground_mean"], abs=1e-6)
+            # weights equal to ~1e-6 can still flip a few voxels whose probability is at the 0.5 tie
+            # (measured: 2 of 28 000 validation voxels, Dice 0.2274 vs 0.2276); a differently trained
+            # model differs by far more
+            assert local_summary["foreground_mean"] == pytest.approx(slurm_summary["foreground_mean"],
+                                                                     rel=1e-3, abs=1e-3)
         name = f"{trainer}{SUFFIX}__{CONFIG}"
         for local_file in sorted((s["work"] / "test" / name / "postprocessed").glob("*.nii.gz")):
             slurm_file = work / "test" / name / "postprocessed" / local_file.name
