@@ -553,8 +553,8 @@ def brats_lesion_wise(pred_seg, ref_seg, spacing=(1.0, 1.0, 1.0), year: int = 20
     axis_order : {"zyx", "xyz"}
         Axis order of the arrays: "zyx" as nnU-Net's and SimpleITK's readers give them, "xyz"
         as nibabel does. It only matters for the 2024 relabelling of touching lesions of
-        different tissues, where the lesion numbers of the script's scan (x fastest) decide
-        which lesions become one.
+        different tissues, where the lesion numbers of the script's scan decide which lesions
+        become one (cc3d scans the scripts' dilated (x, y, z) arrays in C order: x slowest).
 
     Returns
     -------
